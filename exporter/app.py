@@ -1,0 +1,130 @@
+"""Assembles the Falcon app from its collaborators; `get_app` is the only place that reads the
+environment (gunicorn calls it in each worker, after the fork)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import falcon
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.exposition import choose_encoder
+
+from exporter.callbacks import StatusCallbackResource
+from exporter.config import Settings
+from exporter.metrics import InFlightCollector, Metrics
+from exporter.signature import SignatureChecker
+from exporter.store import Store, StoreUnavailable, open_store
+from exporter.sweeper import Sweeper
+from exporter.tracing import MessageTracer, tracer_from_env
+
+log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Where the service reports: metrics (in `registry`) and traces."""
+
+    registry: CollectorRegistry
+    metrics: Metrics
+    tracer: MessageTracer
+    # Under gunicorn each worker writes its values to files that a scrape merges.
+    multiprocess: bool = False
+
+
+def create_app(
+    settings: Settings, store: Store, telemetry: Telemetry
+) -> falcon.App[falcon.Request, falcon.Response]:
+    """The WSGI app: every collaborator comes in as an argument."""
+    checker = None
+    if not settings.insecure_skip_signature:
+        checker = SignatureChecker(settings.auth_tokens, settings.shared_keys)
+    app = falcon.App()
+    app.req_options.auto_parse_form_urlencoded = False  # the raw body is parsed once, by us
+    app.add_route(
+        "/twilio/status",
+        StatusCallbackResource(settings, store, telemetry.metrics, telemetry.tracer, checker),
+    )
+    app.add_route("/metrics", MetricsResource(store, telemetry))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(store))
+    return app
+
+
+def get_app() -> falcon.App[falcon.Request, falcon.Response]:
+    """Build the app from the environment (gunicorn: `exporter.app:get_app()`)."""
+    settings = Settings.from_env()
+    store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
+    registry = CollectorRegistry()
+    metrics = Metrics(
+        registry,
+        settings.metric_tags,
+        settings.metric_tag_values_max,
+        signature_validation=not settings.insecure_skip_signature,
+    )
+    tracer = tracer_from_env(settings, metrics.spans_dropped)
+    telemetry = Telemetry(registry, metrics, tracer, multiprocess=MULTIPROC_ENV in os.environ)
+    Sweeper(
+        store,
+        metrics,
+        tracer,
+        stale_after=settings.stale_after,
+        retention=settings.retention,
+        interval=settings.sweep_interval,
+    ).start()
+    return create_app(settings, store, telemetry)
+
+
+class MetricsResource:
+    """GET /metrics: Prometheus text, or OpenMetrics when the scraper asks for it."""
+
+    def __init__(self, store: Store, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+        self._in_flight = InFlightCollector(
+            lambda: dict(store.in_flight_counts()),
+            telemetry.metrics.store_errors.labels("read").inc,
+        )
+        if not telemetry.multiprocess:
+            telemetry.registry.register(self._in_flight)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        encoder, content_type = choose_encoder(req.get_header("Accept") or "")
+        resp.content_type = content_type
+        resp.data = encoder(self._scrape_registry())
+
+    def _scrape_registry(self) -> CollectorRegistry:
+        if not self._telemetry.multiprocess:
+            return self._telemetry.registry
+        # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._in_flight)
+        return registry
+
+
+class HealthResource:
+    """GET /healthz: the process is serving."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.text = "ok\n"
+
+
+class ReadyResource:
+    """GET /readyz: 200 only when the store accepts a write right now."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_TEXT
+        try:
+            self._store.check_writable()
+        except StoreUnavailable as ex:
+            log.warning("not ready: %s", ex)
+            resp.status = falcon.HTTP_503
+            resp.text = "store unavailable\n"
+            return
+        resp.text = "ok\n"

@@ -1,0 +1,123 @@
+"""The StatusCallback resource: form -> signature -> event -> store -> telemetry.
+
+Checks run cheapest first (method, content type, size, signature, required fields) so that
+hostile or unsigned traffic is turned away before any parsing work or database access.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import falcon
+
+from exporter.config import Settings
+from exporter.events import FormParams, MalformedCallback, parse_callback, parse_form
+from exporter.metrics import Metrics
+from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, SignatureChecker, callback_url
+from exporter.store import Store, StoreUnavailable
+from exporter.tracing import MessageTracer
+
+log = logging.getLogger(__name__)
+FORM = "application/x-www-form-urlencoded"
+# Twilio retries a failed callback; a short hint keeps its retries (and ours) cheap.
+RETRY_AFTER_SECONDS = 5
+
+
+class StatusCallbackResource:
+    """POST /twilio/status. A 200 is sent only once the callback is committed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        metrics: Metrics,
+        tracer: MessageTracer,
+        checker: SignatureChecker | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
+        self._tracer = tracer
+        self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
+        self._clock = clock
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        started = time.perf_counter()
+        try:
+            self._handle(req, resp)
+        finally:
+            self._metrics.request_duration.observe(time.perf_counter() - started)
+
+    def _handle(self, req: falcon.Request, resp: falcon.Response) -> None:
+        received_at = self._clock()
+        content_type = (req.content_type or "").partition(";")[0].strip().lower()
+        if content_type != FORM:
+            raise self._reject(falcon.HTTPUnsupportedMediaType, f"Content-Type must be {FORM}")
+        body = self._read_body(req)
+        signature = req.get_header(SIGNATURE_HEADER)
+        if self._checker is not None and not signature:
+            raise self._forbidden()
+        try:
+            params = parse_form(body)
+        except MalformedCallback as ex:
+            raise self._reject(falcon.HTTPBadRequest, str(ex)) from None
+        if self._checker is not None and not self._signed(req, params, signature):
+            raise self._forbidden()
+        try:
+            event = parse_callback(params, req.query_string, received_at)
+        except MalformedCallback as ex:
+            raise self._reject(falcon.HTTPBadRequest, str(ex)) from None
+        try:
+            recorded = self._store.record(event)
+        except StoreUnavailable as ex:
+            log.error("callback for %s not recorded, answering 503: %s", event.message_sid, ex)
+            self._metrics.callbacks["error"].inc()
+            self._metrics.store_errors.labels("record").inc()
+            raise falcon.HTTPServiceUnavailable(
+                title="Store unavailable",
+                description="The callback was not recorded; retry later.",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
+        self._metrics.record_outcome(event, recorded)
+        self._tracer.record(event, recorded)
+        resp.status = falcon.HTTP_200
+        resp.content_type = falcon.MEDIA_TEXT
+        resp.data = b""
+
+    def _read_body(self, req: falcon.Request) -> bytes:
+        limit = self._settings.max_body_bytes
+        length = req.content_length
+        if length is not None and length > limit:
+            raise self._too_large(limit)
+        if length is None and "chunked" not in (req.get_header("Transfer-Encoding") or ""):
+            return b""
+        stream = req.bounded_stream if length is not None else req.stream
+        body: bytes = stream.read(limit + 1)
+        if len(body) > limit:
+            raise self._too_large(limit)
+        return body
+
+    def _signed(self, req: falcon.Request, params: FormParams, signature: str | None) -> bool:
+        assert self._checker is not None
+        url = callback_url(req.env, self._settings.public_url, self._settings.trusted_proxies)
+        if self._checker.is_valid(url, params, signature, req.get_header(SETTINGS_HEADER)):
+            return True
+        log.info("invalid Twilio signature for %s from %s", url, req.remote_addr)
+        return False
+
+    def _forbidden(self) -> falcon.HTTPError:
+        self._metrics.callbacks["invalid_signature"].inc()
+        return falcon.HTTPForbidden(
+            title="Invalid signature",
+            description=f"{SIGNATURE_HEADER} is missing or does not match this request.",
+        )
+
+    def _too_large(self, limit: int) -> falcon.HTTPError:
+        return self._reject(falcon.HTTPContentTooLarge, f"body is larger than {limit} bytes")
+
+    def _reject(self, error: Callable[..., falcon.HTTPError], description: str) -> falcon.HTTPError:
+        self._metrics.callbacks["malformed"].inc()
+        return error(title="Malformed callback", description=description)

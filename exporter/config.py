@@ -1,0 +1,212 @@
+"""Settings: read once from the environment at start, with one clear line per mistake."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+DEFAULT_STORE = "sqlite:///twilio-status-exporter.db"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# Twilio: "Once a message is older than 72 hours, receiving a further status is unlikely".
+DEFAULT_STALE_AFTER = 72 * 3600.0
+DEFAULT_RETENTION = 90 * 86400.0
+DEFAULT_SWEEP_INTERVAL = 60.0
+TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the variable and how to fix it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with; see README for each variable."""
+
+    auth_tokens: tuple[str, ...] = ()
+    account_sid: str | None = None
+    public_url: str | None = None
+    store_url: str = DEFAULT_STORE
+    insecure_skip_signature: bool = False
+    # Webhook SharedKeys (X-Twilio-Webhooks-Signature-Settings): key id -> secret.
+    shared_keys: Mapping[str, str] = field(default_factory=dict)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stale_after: float = DEFAULT_STALE_AFTER
+    retention: float = DEFAULT_RETENTION
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    metric_tags: tuple[str, ...] = ()
+    metric_tag_values_max: int = 50
+    redact_phone_numbers: bool = True
+    sqlite_synchronous: str = "NORMAL"
+
+    def __repr__(self) -> str:
+        # Secrets never reach logs, even through an accidental repr().
+        return (
+            f"Settings(store_url={redact_url(self.store_url)!r}, public_url={self.public_url!r}, "
+            f"auth_tokens=<{len(self.auth_tokens)} hidden>, "
+            f"insecure_skip_signature={self.insecure_skip_signature})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse settings from environment variables; raise ConfigError on the first bad one."""
+        env = os.environ if env is None else env
+        skip = _flag(env, "EXPORTER_INSECURE_SKIP_SIGNATURE", default=False)
+        tokens = _list(env.get("TWILIO_AUTH_TOKEN", ""))
+        shared_keys = _shared_keys(env.get("EXPORTER_WEBHOOK_SHARED_KEYS", ""))
+        if not tokens and not shared_keys and not skip:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN",
+                "required to validate Twilio's signatures; set it to your auth token "
+                "(comma-separated for rotation), or EXPORTER_INSECURE_SKIP_SIGNATURE=1 "
+                "for a local demo",
+            )
+        metric_tags = _list(env.get("EXPORTER_METRIC_TAGS", ""))
+        for name in metric_tags:
+            if not TAG_NAME.match(name):
+                raise ConfigError(
+                    "EXPORTER_METRIC_TAGS",
+                    f"{name!r} is not a valid tag name (letters, digits, underscore)",
+                )
+        synchronous = env.get("EXPORTER_SQLITE_SYNCHRONOUS", "NORMAL").strip().upper()
+        if synchronous not in {"NORMAL", "FULL"}:
+            raise ConfigError("EXPORTER_SQLITE_SYNCHRONOUS", "must be NORMAL or FULL")
+        return cls(
+            auth_tokens=tuple(tokens),
+            account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            public_url=_public_url(env.get("EXPORTER_PUBLIC_URL", "")),
+            store_url=_store_url(env.get("EXPORTER_STORE", "") or DEFAULT_STORE),
+            insecure_skip_signature=skip,
+            shared_keys=shared_keys,
+            trusted_proxies=_networks(env.get("EXPORTER_TRUSTED_PROXIES", "")),
+            max_body_bytes=_int(env, "EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+            stale_after=_duration(env, "EXPORTER_STALE_AFTER", DEFAULT_STALE_AFTER, 1.0),
+            retention=_duration(env, "EXPORTER_RETENTION", DEFAULT_RETENTION, 0.0),
+            sweep_interval=_duration(env, "EXPORTER_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL, 0.1),
+            metric_tags=tuple(metric_tags),
+            metric_tag_values_max=_int(env, "EXPORTER_METRIC_TAG_VALUES_MAX", 50, 1),
+            redact_phone_numbers=_flag(env, "EXPORTER_REDACT_PHONE_NUMBERS", default=True),
+            sqlite_synchronous=synchronous,
+        )
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '90', '1.5s', '30m', '72h', '7d' or '2w'; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 72h or 7d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(name, f"{value!r} is not a boolean; use 1 or 0")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(name, f"must be at least {minimum}")
+    return number
+
+
+def _duration(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = parse_duration(value)
+    except ValueError as ex:
+        raise ConfigError(name, str(ex)) from None
+    if seconds < minimum:
+        raise ConfigError(name, f"must be at least {minimum:g}s")
+    return seconds
+
+
+def _public_url(text: str) -> str | None:
+    text = text.strip()
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            "EXPORTER_PUBLIC_URL",
+            f"{text!r} must be an absolute http(s) URL such as https://hooks.example.com",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("EXPORTER_PUBLIC_URL", "must not carry a query string or fragment")
+    return text.rstrip("/")
+
+
+def _store_url(text: str) -> str:
+    text = text.strip()
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    raise ConfigError(
+        "EXPORTER_STORE",
+        f"{redact_url(text)!r} is not sqlite:///PATH or postgresql://USER@HOST/DB",
+    )
+
+
+def _shared_keys(text: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for item in _list(text):
+        key_id, sep, secret = item.partition("=")
+        if not sep or not key_id.strip() or not secret.strip():
+            raise ConfigError(
+                "EXPORTER_WEBHOOK_SHARED_KEYS", "expected KEY_ID=SECRET pairs separated by commas"
+            )
+        keys[key_id.strip()] = secret.strip()
+    return keys
+
+
+def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _list(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                "EXPORTER_TRUSTED_PROXIES", f"{item!r} is not an IP address or CIDR range"
+            ) from None
+    return tuple(networks)
+
+
+def redact_url(url: str) -> str:
+    """Drop the password from a store URL before it is shown anywhere."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,218 @@
+"""Every Prometheus metric the exporter exposes, with its HELP text and bucket rationale.
+
+Label values always come from bounded sets (statuses, channels, five-digit error codes, ISO
+regions); anything else is `other`, so a hostile or buggy sender cannot blow up cardinality.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__, lifecycle
+from exporter.events import StatusEvent
+from exporter.store import MessageState, Recorded
+
+# Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
+# and Twilio gives up expecting a status after 72 h: 0.5 s up to 3 days.
+LIFECYCLE_BUCKETS = (
+    0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400,
+    259200,
+)  # fmt: skip
+# Callback lag is usually seconds, minutes when Twilio or the carrier backs up. RawDlrDoneDate
+# has minute precision (truncated), so lags under a minute blur; event streams report exact
+# times, hence the sub-second buckets.
+LAG_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+# The handler commits to disk before answering: sub-millisecond normally, and Twilio's 15 s
+# timeout is the top of the range that matters.
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
+
+OUTCOMES = ("accepted", "duplicate", "invalid_signature", "malformed", "error")
+
+
+class Metrics:
+    """The exporter's metrics, registered on the registry passed in (never the global one)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        metric_tags: Iterable[str] = (),
+        tag_values_max: int = 50,
+        signature_validation: bool = True,
+    ) -> None:
+        self.metric_tags = tuple(metric_tags)
+        self._tag_values = BoundedValues(tag_values_max)
+        callbacks = Counter(
+            "twilio_status_callbacks_total",
+            "Status callback requests by outcome: accepted (new status, including out of "
+            "order), duplicate (status already recorded), invalid_signature (403), malformed "
+            "(400/413/415), error (store unavailable, 503).",
+            ["outcome"],
+            registry=registry,
+        )
+        # Pre-bound children: label lookup is the costly part of an increment.
+        self.callbacks = {outcome: callbacks.labels(outcome) for outcome in OUTCOMES}
+        self.out_of_order = Counter(
+            "twilio_status_callbacks_out_of_order_total",
+            "Callbacks whose status ranks below the message's current status (recorded, "
+            "counted, but the current status does not move back).",
+            ["status"],
+            registry=registry,
+        )
+        self.message_status = Counter(
+            "twilio_message_status_total",
+            "Messages reaching each status, each (message, status) counted once.",
+            ["status", "channel", "error_code", "country", *(f"tag_{t}" for t in self.metric_tags)],
+            registry=registry,
+        )
+        self.stage_duration = Histogram(
+            "twilio_message_stage_duration_seconds",
+            "Time between a message's consecutive recorded stages.",
+            ["from_status", "to_status", "channel"],
+            buckets=LIFECYCLE_BUCKETS,
+            registry=registry,
+        )
+        self.time_to_status = Histogram(
+            "twilio_message_time_to_status_seconds",
+            "Time from the message's creation (or first sight) to reaching a status.",
+            ["status", "channel"],
+            buckets=LIFECYCLE_BUCKETS,
+            registry=registry,
+        )
+        self.callback_lag = Histogram(
+            "twilio_callback_lag_seconds",
+            "Callback arrival minus the event time Twilio reports (RawDlrDoneDate, read as UTC, "
+            "minute precision).",
+            ["status"],
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "twilio_status_callback_request_duration_seconds",
+            "Time to handle a status callback request, commit included.",
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.stale = Counter(
+            "twilio_messages_stale_total",
+            "Messages that stayed non-final past the stale limit, by the last status seen.",
+            ["status"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "twilio_exporter_store_errors_total",
+            "Store operations that failed (record: callback answered 503).",
+            ["operation"],
+            registry=registry,
+        )
+        self.spans_dropped = Counter(
+            "twilio_exporter_spans_dropped_total",
+            "Spans that could not be queued or exported (collector down or too slow).",
+            registry=registry,
+        )
+        Gauge(
+            "twilio_exporter_build_info",
+            "Exporter version.",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="max",
+        ).labels(__version__).set(1)
+        Gauge(
+            "twilio_exporter_signature_validation_enabled",
+            "1 when Twilio signatures are validated; 0 when EXPORTER_INSECURE_SKIP_SIGNATURE "
+            "is on.",
+            registry=registry,
+            multiprocess_mode="min",
+        ).set(1 if signature_validation else 0)
+
+    def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
+        """Count one recorded callback: duplicates only in the callback counter."""
+        transition = recorded.transition
+        if transition is None:
+            self.callbacks["duplicate"].inc()
+            return
+        self.callbacks["accepted"].inc()
+        status = event.status_label
+        channel = recorded.message.channel
+        if transition.out_of_order:
+            self.out_of_order.labels(status).inc()
+        self.message_status.labels(
+            status, channel, event.error_code_label, event.country, *self._tags(recorded.message)
+        ).inc()
+        if transition.from_status is not None:
+            self.stage_duration.labels(
+                lifecycle.status_label(transition.from_status), status, channel
+            ).observe(max(0.0, transition.at - transition.started_at))
+        # Without a creation time, a message's first status is its first sight: its
+        # time-to-status would be a meaningless zero, so it is not observed.
+        if recorded.message.created_at is not None or not transition.first_sight:
+            self.time_to_status.labels(status, channel).observe(
+                max(0.0, transition.at - recorded.message.origin)
+            )
+        if event.reported_at is not None:
+            # Clock skew can put arrival a little before the carrier's time: clamp at zero.
+            self.callback_lag.labels(status).observe(
+                max(0.0, event.received_at - event.reported_at)
+            )
+
+    def record_stale(self, message: MessageState) -> None:
+        self.stale.labels(lifecycle.status_label(message.status)).inc()
+
+    def _tags(self, message: MessageState) -> list[str]:
+        return [self._tag_values.label(t, message.tags.get(t, "")) for t in self.metric_tags]
+
+
+class BoundedValues:
+    """Admits the first `limit` distinct values of each tag as label values; later ones are
+    `other`. Per process, so the bound on series is workers x limit per tag."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def label(self, tag: str, value: str) -> str:
+        if not value:
+            return ""
+        seen = self._seen.setdefault(tag, set())
+        if value in seen:
+            return value
+        with self._lock:
+            if len(seen) < self._limit:
+                seen.add(value)
+                return value
+        return "other"
+
+
+class InFlightCollector(Collector):
+    """`twilio_messages_in_flight`, read from the store at scrape time: the store is shared by
+    every worker and replica, so it is the only place the true number lives."""
+
+    def __init__(self, read_counts: Callable[[], dict[str, int]], on_error: Callable[[], None]):
+        self._read_counts = read_counts
+        self._on_error = on_error
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self._read_counts()
+        except Exception:
+            # A scrape must not fail because the store is down; the gap shows in the graph
+            # and twilio_exporter_store_errors_total says why.
+            self._on_error()
+            return
+        family = GaugeMetricFamily(
+            "twilio_messages_in_flight",
+            "Messages neither final nor stale, by current status (read from the store).",
+            labels=["status"],
+        )
+        by_label = dict.fromkeys(lifecycle.IN_FLIGHT_STATUSES, 0)
+        for status, count in counts.items():
+            label = lifecycle.status_label(status)
+            by_label[label] = by_label.get(label, 0) + count
+        for label, count in by_label.items():
+            family.add_metric([label], count)
+        yield family

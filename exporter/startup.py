@@ -1,0 +1,36 @@
+"""Checks run once before serving: configuration, store reachable, loud warnings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import NoReturn
+
+from exporter.config import ConfigError, Settings, redact_url
+from exporter.store import StoreUnavailable, open_store
+
+log = logging.getLogger("exporter")
+
+
+def check_startup() -> Settings:
+    """Validate settings and open the store once (creating its schema); on any problem print
+    one line naming it and exit with status 2, never a traceback."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as ex:
+        fail(str(ex))
+    try:
+        open_store(settings.store_url, synchronous=settings.sqlite_synchronous).close()
+    except (StoreUnavailable, OSError, ValueError) as ex:
+        fail(f"EXPORTER_STORE: cannot open {redact_url(settings.store_url)}: {ex}")
+    if settings.insecure_skip_signature:
+        log.warning(
+            "EXPORTER_INSECURE_SKIP_SIGNATURE=1: Twilio signatures are NOT validated; anyone "
+            "who can reach this service can forge callbacks. Use this for local demos only."
+        )
+    return settings
+
+
+def fail(message: str) -> NoReturn:
+    print(f"twilio-status-exporter: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

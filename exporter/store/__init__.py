@@ -1,0 +1,123 @@
+"""The durable record: one row per message, one row per accepted status event.
+
+Every backend keeps the same contract: `record` is one atomic step that either finds the
+(MessageSid, status) pair already recorded (a duplicate, nothing written) or writes the event
+and advances the message, and only returns once that is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.events import StatusEvent
+from exporter.lifecycle import Transition
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or written; the callback must be retried later (503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """A message's lifecycle as recorded: current status, times and the sender's context."""
+
+    message_sid: str
+    status: str
+    first_seen_at: float
+    updated_at: float
+    created_at: float | None = None
+    final_at: float | None = None
+    stale_at: float | None = None
+    channel: str = "sms"
+    country: str = ""
+    to: str | None = None
+    from_: str | None = None
+    account_sid: str | None = None
+    messaging_service_sid: str | None = None
+    error_code: str | None = None
+    traceparent: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def origin(self) -> float:
+        """Where the message's clock starts: its creation if known, else its first sight."""
+        return self.created_at if self.created_at is not None else self.first_seen_at
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The outcome of recording one event: a duplicate, or the transition it caused."""
+
+    message: MessageState
+    transition: Transition | None  # None for a duplicate
+
+    @property
+    def duplicate(self) -> bool:
+        return self.transition is None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One stored status event, as `show` prints it."""
+
+    status: str
+    received_at: float
+    source: str
+    out_of_order: bool
+    error_code: str | None
+    reported_at: float | None
+    params: Mapping[str, object]
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHistory:
+    message: MessageState
+    events: Sequence[EventRecord]
+
+
+class Store(Protocol):
+    """What the service needs from a backend (SQLite embedded, PostgreSQL for replicas)."""
+
+    def record(self, event: StatusEvent) -> Recorded:
+        """Atomically deduplicate, store and apply one event; raise StoreUnavailable."""
+        ...
+
+    def in_flight_counts(self) -> Mapping[str, int]:
+        """Messages neither final nor stale, by current status."""
+        ...
+
+    def sweep_stale(
+        self, updated_before: float, now: float, limit: int = 500
+    ) -> list[MessageState]:
+        """Mark in-flight messages not updated since `updated_before` stale; return those this
+        call claimed (each exactly once, whichever worker or replica sweeps)."""
+        ...
+
+    def purge(self, updated_before: float, limit: int = 5000) -> int:
+        """Delete messages (and their events) last updated before the retention horizon."""
+        ...
+
+    def history(self, message_sid: str) -> MessageHistory | None: ...
+
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable unless a write would succeed now (readiness)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str, *, synchronous: str = "NORMAL") -> Store:
+    """The backend named by EXPORTER_STORE."""
+    if url.startswith("sqlite:///"):
+        from exporter.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite:///"), synchronous=synchronous)
+    if url.startswith(("postgresql://", "postgres://")):
+        from exporter.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+
+        store: Store = PostgresStore(url)
+        return store
+    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]}")

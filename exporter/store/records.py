@@ -1,0 +1,163 @@
+"""Backend-neutral pieces of the record: the message row's columns and how an event updates them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from exporter import lifecycle
+from exporter.events import StatusEvent
+from exporter.lifecycle import Transition
+from exporter.store import EventRecord, MessageState
+
+MESSAGE_COLUMNS = (
+    "message_sid",
+    "status",
+    "first_seen_at",
+    "updated_at",
+    "created_at",
+    "final_at",
+    "stale_at",
+    "channel",
+    "country",
+    "to_number",
+    "from_number",
+    "account_sid",
+    "messaging_service_sid",
+    "error_code",
+    "traceparent",
+    "tags",
+)
+EVENT_COLUMNS = (
+    "status",
+    "received_at",
+    "source",
+    "out_of_order",
+    "error_code",
+    "reported_at",
+    "params",
+    "query",
+)
+
+
+def next_state(
+    existing: MessageState | None, event: StatusEvent, transition: Transition
+) -> MessageState:
+    """The message after `event`: the first sender context wins, gaps are filled, time moves
+    forward only, and a final status is stamped once."""
+    context = event.context
+    if existing is None:
+        return MessageState(
+            message_sid=event.message_sid,
+            status=transition.current_status,
+            first_seen_at=event.received_at,
+            updated_at=transition.at,
+            created_at=context.created_at,
+            final_at=transition.at if transition.reached_final else None,
+            channel=event.channel,
+            country=event.country,
+            to=event.to,
+            from_=event.from_,
+            account_sid=event.account_sid,
+            messaging_service_sid=event.messaging_service_sid,
+            error_code=event.error_code,
+            traceparent=context.traceparent,
+            tags=dict(context.tags),
+        )
+    return replace(
+        existing,
+        status=transition.current_status,
+        updated_at=max(existing.updated_at, transition.at),
+        created_at=existing.created_at if existing.created_at is not None else context.created_at,
+        final_at=transition.at if transition.reached_final else existing.final_at,
+        country=existing.country or event.country,
+        to=existing.to or event.to,
+        from_=existing.from_ or event.from_,
+        account_sid=existing.account_sid or event.account_sid,
+        messaging_service_sid=existing.messaging_service_sid or event.messaging_service_sid,
+        error_code=event.error_code or existing.error_code,
+        traceparent=existing.traceparent or context.traceparent,
+        tags=existing.tags or dict(context.tags),
+    )
+
+
+def in_flight(state: MessageState) -> bool:
+    return not lifecycle.is_final(state.status) and state.stale_at is None
+
+
+def message_row(state: MessageState) -> tuple[Any, ...]:
+    """Column values in MESSAGE_COLUMNS order."""
+    return (
+        state.message_sid,
+        state.status,
+        state.first_seen_at,
+        state.updated_at,
+        state.created_at,
+        state.final_at,
+        state.stale_at,
+        state.channel,
+        state.country,
+        state.to,
+        state.from_,
+        state.account_sid,
+        state.messaging_service_sid,
+        state.error_code,
+        state.traceparent,
+        json.dumps(dict(state.tags), separators=(",", ":")) if state.tags else None,
+    )
+
+
+def message_from_row(row: Sequence[Any]) -> MessageState:
+    """Inverse of `message_row`, for a row selected with MESSAGE_COLUMNS."""
+    values = dict(zip(MESSAGE_COLUMNS, row, strict=True))
+    tags = values.pop("tags")
+    return MessageState(
+        message_sid=values["message_sid"],
+        status=values["status"],
+        first_seen_at=values["first_seen_at"],
+        updated_at=values["updated_at"],
+        created_at=values["created_at"],
+        final_at=values["final_at"],
+        stale_at=values["stale_at"],
+        channel=values["channel"],
+        country=values["country"],
+        to=values["to_number"],
+        from_=values["from_number"],
+        account_sid=values["account_sid"],
+        messaging_service_sid=values["messaging_service_sid"],
+        error_code=values["error_code"],
+        traceparent=values["traceparent"],
+        tags=json.loads(tags) if tags else {},
+    )
+
+
+def event_row(event: StatusEvent, transition: Transition) -> tuple[Any, ...]:
+    """Column values in EVENT_COLUMNS order (after message_sid)."""
+    return (
+        event.status,
+        event.received_at,
+        event.source,
+        transition.out_of_order,
+        event.error_code,
+        event.reported_at,
+        json.dumps(dict(event.params), separators=(",", ":"), ensure_ascii=False),
+        event.query,
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> EventRecord:
+    values: Mapping[str, Any] = dict(zip(EVENT_COLUMNS, row, strict=True))
+    return EventRecord(
+        status=values["status"],
+        received_at=values["received_at"],
+        source=values["source"],
+        out_of_order=bool(values["out_of_order"]),
+        error_code=values["error_code"],
+        reported_at=values["reported_at"],
+        params=json.loads(values["params"])
+        if isinstance(values["params"], str)
+        else values["params"],
+        query=values["query"],
+    )

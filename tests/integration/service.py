@@ -1,0 +1,117 @@
+"""Run the real service (`twilio-status-exporter serve`, gunicorn, several workers) in tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tests.support import AUTH_TOKEN, free_port, signed_request, wait_for
+
+
+@dataclass
+class Service:
+    """A running exporter: its URL, store and process."""
+
+    port: int
+    store_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"{self.base_url}/twilio/status"
+
+    def post_callback(
+        self,
+        params: Mapping[str, str],
+        query: str = "",
+        token: str = AUTH_TOKEN,
+        session: requests.Session | None = None,
+    ) -> requests.Response:
+        url = f"{self.status_url}?{query}" if query else self.status_url
+        body, headers = signed_request(url, params, token)
+        return (session or requests).post(url, data=body, headers=headers, timeout=30)
+
+    def metrics_text(self) -> str:
+        response = requests.get(f"{self.base_url}/metrics", timeout=30)
+        response.raise_for_status()
+        return response.text
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_service(
+    tmp_path: Path,
+    *,
+    workers: int = 3,
+    env: Mapping[str, str] | None = None,
+    store_url: str | None = None,
+    port: int | None = None,
+) -> Service:
+    """Start `twilio-status-exporter serve` and wait until /readyz answers 200."""
+    port = port or free_port()
+    store_url = store_url or f"sqlite:///{tmp_path / 'exporter.db'}"
+    log_path = tmp_path / f"service-{port}.log"
+    full_env = {
+        **os.environ,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "EXPORTER_STORE": store_url,
+        "OTEL_TRACES_EXPORTER": "none",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{port}"),
+        **(env or {}),
+    }
+    executable = shutil.which("twilio-status-exporter") or sys.executable
+    command = (
+        [executable] if executable.endswith("exporter") else [executable, "-m", "exporter.cli"]
+    )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service(port, store_url, process, log_path, full_env)
+    try:
+        wait_for(
+            lambda: _ready(service),
+            timeout=30,
+            what=f"service on port {port} to become ready",
+        )
+    except TimeoutError:
+        service.stop()
+        raise AssertionError(f"service did not start:\n{service.log()}") from None
+    return service
+
+
+def _ready(service: Service) -> bool:
+    if service.process.poll() is not None:
+        raise AssertionError(f"service exited:\n{service.log()}")
+    return requests.get(f"{service.base_url}/readyz", timeout=2).status_code == 200

@@ -1,0 +1,149 @@
+"""The store contract, run against every backend: idempotent per (MessageSid, status), atomic
+across processes, lifecycle applied, stale sweep and retention."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from exporter.events import FormParams, StatusEvent, parse_callback
+from exporter.store import Store, StoreUnavailable, open_store
+from exporter.store.sqlite import SQLiteStore
+from tests.support import callback_params, sid
+
+T0 = 1_790_000_000.0
+
+
+def make_event(n: int, status: str, at: float, query: str = "", **extra: str) -> StatusEvent:
+    params = callback_params(sid("SM", n), status, **extra)
+    return parse_callback(FormParams({k: [v] for k, v in params.items()}), query, at)
+
+
+def test_first_event_creates_the_message(store: Store) -> None:
+    recorded = store.record(make_event(1, "sent", T0))
+    assert recorded.transition is not None and not recorded.duplicate
+    assert recorded.message.status == "sent"
+    assert recorded.message.first_seen_at == T0
+    assert store.in_flight_counts() == {"sent": 1}
+
+
+def test_duplicate_writes_nothing_and_reports_duplicate(store: Store) -> None:
+    store.record(make_event(1, "sent", T0))
+    again = store.record(make_event(1, "sent", T0 + 5))
+    assert again.duplicate
+    history = store.history(sid("SM", 1))
+    assert history is not None
+    assert [(e.status, e.received_at) for e in history.events] == [("sent", T0)]
+
+
+def test_out_of_order_is_recorded_but_never_moves_status_back(store: Store) -> None:
+    store.record(make_event(1, "queued", T0))
+    store.record(make_event(1, "delivered", T0 + 10))
+    late = store.record(make_event(1, "sent", T0 + 20))
+    assert late.transition is not None and late.transition.out_of_order
+    assert (late.transition.from_status, late.transition.started_at) == ("queued", T0)
+    assert late.message.status == "delivered"
+    history = store.history(sid("SM", 1))
+    assert history is not None
+    assert [(e.status, e.out_of_order) for e in history.events] == [
+        ("queued", False), ("delivered", False), ("sent", True)
+    ]  # fmt: skip
+    assert store.in_flight_counts() == {}
+
+
+def test_final_status_stamps_final_at_once(store: Store) -> None:
+    store.record(make_event(1, "sent", T0))
+    delivered = store.record(make_event(1, "delivered", T0 + 3))
+    read = store.record(make_event(1, "read", T0 + 9))
+    assert delivered.transition is not None and delivered.transition.reached_final
+    assert read.transition is not None and not read.transition.reached_final
+    assert read.message.final_at == T0 + 3
+    assert read.message.status == "read"
+
+
+def test_first_sender_context_wins(store: Store) -> None:
+    first = "created=1789999990&tag.campaign=a&traceparent=00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    store.record(make_event(1, "queued", T0, query=first))
+    later = store.record(make_event(1, "sent", T0 + 1, query="created=1789999000&tag.campaign=b"))
+    message = later.message
+    assert message.created_at == 1789999990
+    assert dict(message.tags) == {"campaign": "a"}
+    assert message.traceparent is not None and message.traceparent.startswith("00-111")
+    assert later.transition is not None and later.transition.started_at == T0
+
+
+def test_history_keeps_every_posted_parameter(store: Store) -> None:
+    store.record(make_event(1, "undelivered", T0, ErrorCode="30007", RawDlrDoneDate="2611231205"))
+    history = store.history(sid("SM", 1))
+    assert history is not None
+    (event,) = history.events
+    assert event.params["ErrorCode"] == "30007"
+    assert event.params["RawDlrDoneDate"] == "2611231205"
+    assert (event.source, event.error_code) == ("callback", "30007")
+    assert history.message.error_code == "30007"
+    assert store.history(sid("SM", 99)) is None
+
+
+def test_stale_sweep_claims_each_message_once(store: Store) -> None:
+    store.record(make_event(1, "sent", T0))
+    store.record(make_event(2, "sent", T0 + 100))
+    store.record(make_event(3, "delivered", T0))
+    claimed = store.sweep_stale(updated_before=T0 + 50, now=T0 + 60)
+    assert [m.message_sid for m in claimed] == [sid("SM", 1)]
+    assert claimed[0].stale_at == T0 + 60
+    assert store.sweep_stale(updated_before=T0 + 50, now=T0 + 70) == []
+    assert store.in_flight_counts() == {"sent": 1}
+
+
+def test_purge_deletes_messages_and_events_past_retention(store: Store) -> None:
+    store.record(make_event(1, "delivered", T0))
+    store.record(make_event(2, "delivered", T0 + 100))
+    assert store.purge(updated_before=T0 + 50) == 1
+    assert store.history(sid("SM", 1)) is None
+    assert store.history(sid("SM", 2)) is not None
+
+
+def test_check_writable_passes_on_a_healthy_store(store: Store) -> None:
+    store.check_writable()
+
+
+def _record_in_child(
+    store_url: str,
+    n: int,
+    status: str,
+    barrier: multiprocessing.Barrier,
+    queue: multiprocessing.Queue,
+) -> None:  # type: ignore[type-arg]
+    child_store = open_store(store_url)
+    barrier.wait()
+    outcomes = []
+    for message in range(n):
+        recorded = child_store.record(make_event(message, status, T0))
+        outcomes.append(not recorded.duplicate)
+    queue.put(outcomes)
+
+
+def test_simultaneous_copies_in_different_processes_are_recorded_once(store_url: str) -> None:
+    open_store(store_url).close()  # schema exists before the race starts
+    processes, messages = 4, 60
+    context = multiprocessing.get_context("fork")
+    barrier, queue = context.Barrier(processes), context.Queue()
+    children = [
+        context.Process(target=_record_in_child, args=(store_url, messages, "sent", barrier, queue))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    results = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    accepted_per_message = [sum(r[m] for r in results) for m in range(messages)]
+    assert accepted_per_message == [1] * messages
+
+
+def test_unwritable_sqlite_location_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        SQLiteStore(str(tmp_path / "missing-dir" / "x.db"))
