@@ -13,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.callbacks import StatusCallbackResource
 from exporter.config import Settings
+from exporter.ingest import Ingestor
 from exporter.metrics import InFlightCollector, Metrics
 from exporter.signature import SignatureChecker
 from exporter.store import Store, StoreUnavailable, open_store
@@ -43,10 +44,8 @@ def create_app(
         checker = SignatureChecker(settings.auth_tokens, settings.shared_keys)
     app = falcon.App()
     app.req_options.auto_parse_form_urlencoded = False  # the raw body is parsed once, by us
-    app.add_route(
-        "/twilio/status",
-        StatusCallbackResource(settings, store, telemetry.metrics, telemetry.tracer, checker),
-    )
+    ingestor = Ingestor(store, telemetry.metrics, telemetry.tracer)
+    app.add_route("/twilio/status", StatusCallbackResource(settings, ingestor, checker))
     app.add_route("/metrics", MetricsResource(store, telemetry))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))

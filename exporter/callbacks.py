@@ -14,10 +14,9 @@ import falcon
 
 from exporter.config import Settings
 from exporter.events import FormParams, MalformedCallback, parse_callback, parse_form
-from exporter.metrics import Metrics
+from exporter.ingest import Ingestor
 from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, SignatureChecker, callback_url
-from exporter.store import Store, StoreUnavailable
-from exporter.tracing import MessageTracer
+from exporter.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
@@ -31,16 +30,13 @@ class StatusCallbackResource:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
-        metrics: Metrics,
-        tracer: MessageTracer,
+        ingestor: Ingestor,
         checker: SignatureChecker | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._store = store
-        self._metrics = metrics
-        self._tracer = tracer
+        self._ingestor = ingestor
+        self._metrics = ingestor.metrics
         self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
         self._clock = clock
 
@@ -71,7 +67,7 @@ class StatusCallbackResource:
         except MalformedCallback as ex:
             raise self._reject(falcon.HTTPBadRequest, str(ex)) from None
         try:
-            recorded = self._store.record(event)
+            self._ingestor.ingest(event)
         except StoreUnavailable as ex:
             log.error("callback for %s not recorded, answering 503: %s", event.message_sid, ex)
             self._metrics.callbacks["error"].inc()
@@ -81,8 +77,6 @@ class StatusCallbackResource:
                 description="The callback was not recorded; retry later.",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
-        self._metrics.record_outcome(event, recorded)
-        self._tracer.record(event, recorded)
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_TEXT
         resp.data = b""
