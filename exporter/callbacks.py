@@ -24,6 +24,10 @@ FORM = "application/x-www-form-urlencoded"
 RETRY_AFTER_SECONDS = 5
 
 
+def _request_timeout(title: str, description: str) -> falcon.HTTPError:
+    return falcon.HTTPError(falcon.HTTP_408, title=title, description=description)
+
+
 class StatusCallbackResource:
     """POST /twilio/status. A 200 is sent only once the callback is committed."""
 
@@ -89,7 +93,14 @@ class StatusCallbackResource:
         if length is None and "chunked" not in (req.get_header("Transfer-Encoding") or ""):
             return b""
         stream = req.bounded_stream if length is not None else req.stream
-        body: bytes = stream.read(limit + 1)
+        try:
+            body: bytes = stream.read(limit + 1)
+        except TimeoutError:
+            raise self._reject(_request_timeout, "the body did not arrive in time") from None
+        except Exception:  # a broken chunked encoding, a client gone mid-body
+            raise self._reject(falcon.HTTPBadRequest, "the body could not be read") from None
+        if length is not None and len(body) < length:
+            raise self._reject(falcon.HTTPBadRequest, "the body is shorter than Content-Length")
         if len(body) > limit:
             raise self._too_large(limit)
         return body

@@ -54,7 +54,9 @@ def parse_form(body: bytes, max_fields: int = 1000) -> FormParams:
         )
     except UnicodeDecodeError:
         raise MalformedCallback("body is not UTF-8") from None
-    except ValueError:
+    except ValueError as ex:
+        if "max number of fields" in str(ex).lower():
+            raise MalformedCallback(f"body has more than {max_fields} fields") from None
         raise MalformedCallback("body is not an application/x-www-form-urlencoded form") from None
     params = FormParams()
     for name, value in pairs:

@@ -22,9 +22,10 @@ from prometheus_client import multiprocess  # noqa: E402  (after the directory i
 
 bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
-worker_class = "sync"
-# A callback commits in about a millisecond; 30 s only ever trips on a wedged worker.
-timeout = 30
+worker_class = "exporter.gunicorn_worker.SyncWorker"
+# A callback commits in about a millisecond and Twilio gives up after 15 s: a worker silent
+# for 20 s is wedged, or held by a client trickling its request, and is replaced.
+timeout = 20
 graceful_timeout = 10
 # X-Forwarded-* are believed only from EXPORTER_TRUSTED_PROXIES, by the signature check;
 # gunicorn must not rewrite the scheme on its own.
@@ -54,6 +55,9 @@ def on_starting(server: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     configure_logging()
+    from exporter.gunicorn_worker import SlowClientFilter
+
+    logging.getLogger("gunicorn.error").addFilter(SlowClientFilter())
 
 
 def child_exit(server: Any, worker: Any) -> None:

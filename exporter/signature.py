@@ -66,8 +66,11 @@ class SignatureChecker:
 
 
 def _url_variants(url: str) -> dict[str, None]:
-    parsed = urlparse(url)
-    return dict.fromkeys([url, remove_port(parsed), add_port(parsed)])
+    try:
+        parsed = urlparse(url)
+        return dict.fromkeys([url, remove_port(parsed), add_port(parsed)])
+    except ValueError:  # a Host header no URL parser accepts ("[", a port of "x"): no variants
+        return {url: None}
 
 
 def _shared_key_id(signature_settings: str) -> str | None:

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from exporter.config import ConfigError, Settings, redact_url
 from exporter.store import StoreUnavailable, open_store
+from exporter.tracing import TracingConfig
 
 log = logging.getLogger("exporter")
 
@@ -17,10 +18,13 @@ def check_startup() -> Settings:
     one line naming it and exit with status 2, never a traceback."""
     try:
         settings = Settings.from_env()
+        TracingConfig.from_env()  # the OTEL_* values a worker would otherwise trip over
     except ConfigError as ex:
         fail(str(ex))
     try:
-        open_store(settings.store_url, synchronous=settings.sqlite_synchronous).close()
+        store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
+        store.check_writable()
+        store.close()
     except (StoreUnavailable, OSError, ValueError) as ex:
         fail(f"EXPORTER_STORE: cannot open {redact_url(settings.store_url)}: {ex}")
     if settings.insecure_skip_signature:

@@ -144,3 +144,9 @@ def test_first_forwarded_value_is_used_behind_proxy_chains() -> None:
 def test_raw_path_keeps_percent_escapes() -> None:
     env = environ(RAW_URI="/twilio/status?x=%2F", PATH_INFO="/twilio/status", QUERY_STRING="x=%2F")
     assert callback_url(env, None, ()) == "http://10.0.0.5:8080/twilio/status?x=%2F"
+
+
+@pytest.mark.parametrize("host", ["[", "example.com:notaport", "[::1", "a:99999"])
+def test_unparseable_host_header_is_just_invalid(host: str) -> None:
+    url = callback_url(environ(HTTP_HOST=host), None, ())
+    assert not SignatureChecker(["t"], {}).is_valid(url, form(VECTOR_PARAMS), "c2ln")

@@ -144,6 +144,17 @@ def test_simultaneous_copies_in_different_processes_are_recorded_once(store_url:
     assert accepted_per_message == [1] * messages
 
 
-def test_unwritable_sqlite_location_is_store_unavailable(tmp_path: Path) -> None:
+def test_unwritable_sqlite_location_is_store_unavailable_not_a_crash(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "missing-dir" / "x.db"))  # a worker must still boot
     with pytest.raises(StoreUnavailable):
-        SQLiteStore(str(tmp_path / "missing-dir" / "x.db"))
+        store.check_writable()
+    with pytest.raises(StoreUnavailable):
+        store.record(make_event(1, "sent", T0))
+
+
+def test_store_that_comes_back_creates_its_schema_and_records(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "later" / "x.db"))
+    with pytest.raises(StoreUnavailable):
+        store.record(make_event(1, "sent", T0))
+    (tmp_path / "later").mkdir()
+    assert not store.record(make_event(1, "sent", T0)).duplicate

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from exporter import lifecycle
 from exporter.events import StatusEvent
-from exporter.store import MessageHistory, MessageState, Recorded, StoreUnavailable
+from exporter.store import (
+    Checkpoint,
+    KnownMessage,
+    MessageHistory,
+    MessageState,
+    ReconcileRun,
+    ReconcileTotals,
+    Recorded,
+    StoreUnavailable,
+)
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
@@ -29,8 +39,10 @@ from exporter.store.records import (
     message_from_row,
     message_row,
     next_state,
+    origin_of,
 )
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -69,14 +81,58 @@ CREATE TABLE IF NOT EXISTS status_events (
     UNIQUE (message_sid, status)
 );
 CREATE TABLE IF NOT EXISTS readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL);
+-- Reconciliation with Twilio's REST API (`reconcile`): when each stuck message was last
+-- polled (so a message stuck for days is asked about once per --stuck-after, not every run),
+-- how far each listing walk got, and each run's figures (read by /metrics at scrape time).
+CREATE TABLE IF NOT EXISTS reconcile_polls (
+    message_sid TEXT PRIMARY KEY,
+    polled_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reconcile_checkpoints (
+    name TEXT PRIMARY KEY,             -- list:ACCOUNT_SID:SINCE:UNTIL
+    next_page_url TEXT,                -- the page to read next (NULL: start, or completed)
+    completed INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reconcile_runs (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,                  -- NULL while running, and forever after a crash
+    succeeded INTEGER NOT NULL,
+    checked INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    missed INTEGER NOT NULL,
+    still_stuck INTEGER NOT NULL,
+    not_found INTEGER NOT NULL,
+    errors INTEGER NOT NULL
+);
 """
-_SELECT_MESSAGE = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages WHERE message_sid = ?"
+_SELECT_MESSAGES = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
+_SELECT_MESSAGE = f"{_SELECT_MESSAGES} WHERE message_sid = ?"
 _UPSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}, in_flight) "
     f"VALUES ({', '.join('?' * (len(MESSAGE_COLUMNS) + 1))}) "
     "ON CONFLICT (message_sid) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*MESSAGE_COLUMNS[1:], "in_flight"))
 )
+_STUCK_MESSAGES = (
+    f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)} FROM messages m "
+    "LEFT JOIN reconcile_polls p ON p.message_sid = m.message_sid "
+    "WHERE m.in_flight = 1 AND m.updated_at < ? AND (p.polled_at IS NULL OR p.polled_at < ?) "
+    "AND (? IS NULL OR m.account_sid IS NULL OR m.account_sid = ?) AND m.message_sid > ? "
+    "ORDER BY m.message_sid LIMIT ?"
+)
+_RUN_COUNTS = ("checked", "updated", "missed", "still_stuck", "not_found", "errors")
+_RECONCILE_TOTALS = (
+    "SELECT "
+    "coalesce(sum(CASE WHEN finished_at IS NOT NULL AND succeeded = 1 THEN 1 ELSE 0 END), 0), "
+    "coalesce(sum(CASE WHEN finished_at IS NOT NULL AND succeeded = 0 THEN 1 ELSE 0 END), 0), "
+    + ", ".join(f"coalesce(sum({c}), 0)" for c in _RUN_COUNTS)
+    + ", max(finished_at), max(CASE WHEN succeeded = 1 THEN finished_at END) "
+    "FROM reconcile_runs"
+)
+# How often a writer re-checks that the database file may still be written (see _write).
+WRITABLE_CHECK_INTERVAL = 1.0
 _INSERT_EVENT = (
     f"INSERT INTO status_events (message_sid, {', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
@@ -91,9 +147,15 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._local = threading.local()
-        with self._write() as conn:
-            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._writable_checked_at = 0.0
+        self._schema_ready = False
+        try:
+            with self._write():
+                pass  # creates the schema
+        except StoreUnavailable as ex:
+            # A worker (re)started during an outage must still boot and answer 503s; the
+            # schema is created by the first write that succeeds.
+            log.info("store not writable yet, callbacks get 503 until it is: %s", ex)
 
     def record(self, event: StatusEvent) -> Recorded:
         with self._write() as conn:
@@ -122,7 +184,7 @@ class SQLiteStore:
             existing.status if existing else None,
             event.status,
             event.received_at,
-            origin=_origin(existing, event),
+            origin=origin_of(existing, event),
         )
         state = next_state(existing, event, transition)
         conn.execute(_INSERT_EVENT, (event.message_sid, *event_row(event, transition)))
@@ -187,30 +249,175 @@ class SQLiteStore:
                 (time.time(),),
             )
 
+    def stuck_messages(
+        self,
+        updated_before: float,
+        polled_before: float,
+        *,
+        account_sid: str | None = None,
+        after_sid: str = "",
+        limit: int = 500,
+    ) -> list[MessageState]:
+        with self._read() as conn:
+            rows = conn.execute(
+                _STUCK_MESSAGES,
+                (updated_before, polled_before, account_sid, account_sid, after_sid, limit),
+            ).fetchall()
+        return [message_from_row(row) for row in rows]
+
+    def known_messages(self, message_sids: Sequence[str]) -> Mapping[str, KnownMessage]:
+        states: dict[str, MessageState] = {}
+        statuses: dict[str, set[str]] = {}
+        with self._read() as conn:
+            for start in range(0, len(message_sids), 500):
+                chunk = list(message_sids[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                for row in conn.execute(
+                    f"{_SELECT_MESSAGES} WHERE message_sid IN ({marks})", chunk
+                ):
+                    states[row[0]] = message_from_row(row)
+                for sid, status in conn.execute(
+                    f"SELECT message_sid, status FROM status_events WHERE message_sid IN ({marks})",
+                    chunk,
+                ):
+                    statuses.setdefault(sid, set()).add(status)
+        return {
+            sid: KnownMessage(state, frozenset(statuses.get(sid, ())))
+            for sid, state in states.items()
+        }
+
+    def mark_polled(self, message_sids: Sequence[str], at: float) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO reconcile_polls (message_sid, polled_at) VALUES (?, ?) "
+                "ON CONFLICT (message_sid) DO UPDATE SET polled_at = excluded.polled_at",
+                [(sid, at) for sid in message_sids],
+            )
+
+    def prune_polls(self, polled_before: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM reconcile_polls WHERE polled_at < ?", (polled_before,)
+            )
+        return cursor.rowcount
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name, next_page_url, completed, updated_at FROM reconcile_checkpoints "
+                "WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return None if row is None else Checkpoint(row[0], row[1], bool(row[2]), row[3])
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO reconcile_checkpoints (name, next_page_url, completed, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "next_page_url = excluded.next_page_url, completed = excluded.completed, "
+                "updated_at = excluded.updated_at",
+                (
+                    checkpoint.name,
+                    checkpoint.next_page_url,
+                    checkpoint.completed,
+                    checkpoint.updated_at,
+                ),
+            )
+
+    def save_reconcile_run(self, run: ReconcileRun) -> int:
+        values = (
+            run.started_at,
+            run.finished_at,
+            run.succeeded,
+            *(getattr(run, c) for c in _RUN_COUNTS),
+        )
+        with self._write() as conn:
+            if run.id is None:
+                row = conn.execute(
+                    f"INSERT INTO reconcile_runs (started_at, finished_at, succeeded, "
+                    f"{', '.join(_RUN_COUNTS)}) VALUES ({', '.join('?' * len(values))}) "
+                    "RETURNING id",
+                    values,
+                ).fetchone()
+                run_id: int = row[0]
+                return run_id
+            conn.execute(
+                "UPDATE reconcile_runs SET started_at = ?, finished_at = ?, succeeded = ?, "
+                + ", ".join(f"{c} = ?" for c in _RUN_COUNTS)
+                + " WHERE id = ?",
+                (*values, run.id),
+            )
+            return run.id
+
+    def reconcile_totals(self) -> ReconcileTotals:
+        with self._read() as conn:
+            row = conn.execute(_RECONCILE_TOTALS).fetchone()
+            last = conn.execute(
+                "SELECT finished_at - started_at FROM reconcile_runs "
+                "WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1"
+            ).fetchone()
+        succeeded, failed, *counts, last_run_at, last_success_at = row
+        return ReconcileTotals(
+            runs_succeeded=succeeded,
+            runs_failed=failed,
+            messages=dict(zip(_RUN_COUNTS, counts, strict=True)),
+            last_run_at=last_run_at,
+            last_success_at=last_success_at,
+            last_duration=last[0] if last else None,
+        )
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        local = self._local
+        if getattr(local, "conn", None) is None:
+            return
+        if local.pid == os.getpid():  # never touch a connection inherited across a fork
+            with contextlib.suppress(sqlite3.Error):
+                local.conn.close()
+            os.close(local.lock_fd)
+        local.conn = None
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         try:
             yield self._connection()
         except sqlite3.Error as ex:
+            self.close()  # a connection that failed is reopened afresh on the next call
             raise StoreUnavailable(f"SQLite store {self.path}: {ex}") from ex
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
+            self._check_writable_file()
             conn = self._connection()
+            if not self._local.opened_writable:
+                # SQLite silently opens a write-protected file read-only; a connection opened
+                # during an outage (by a scrape, say) must not be the one that writes after it.
+                self.close()
+                conn = self._connection()
             fcntl.flock(self._local.lock_fd, fcntl.LOCK_EX)
             try:
+                if not self._schema_ready:
+                    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    self._schema_ready = True
                 yield conn
             finally:
                 fcntl.flock(self._local.lock_fd, fcntl.LOCK_UN)
         except (sqlite3.Error, OSError) as ex:
+            self.close()
             raise StoreUnavailable(f"SQLite store {self.path}: {ex}") from ex
+
+    def _check_writable_file(self) -> None:
+        """Refuse writes once the file was made read-only (chmod, chattr +i, a read-only
+        remount). A connection opened before keeps a writable descriptor and would go on
+        appending to the WAL, so SQLite alone would not notice until its next checkpoint."""
+        now = time.monotonic()
+        if now - self._writable_checked_at < WRITABLE_CHECK_INTERVAL:
+            return
+        if os.path.exists(self.path) and not os.access(self.path, os.W_OK):
+            raise OSError(f"{self.path} is not writable")
+        self._writable_checked_at = now
 
     def _connection(self) -> sqlite3.Connection:
         # One connection (and lock-file descriptor) per thread and per process: a connection
@@ -224,14 +431,6 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             local.lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             local.conn, local.pid = conn, os.getpid()
+            local.opened_writable = os.access(self.path, os.W_OK)
         conn_: sqlite3.Connection = local.conn
         return conn_
-
-
-def _origin(existing: MessageState | None, event: StatusEvent) -> float | None:
-    """Creation time if any callback told us, else first sight (None: this is the first)."""
-    if existing is not None and existing.created_at is not None:
-        return existing.created_at
-    if event.context.created_at is not None:
-        return event.context.created_at
-    return existing.first_seen_at if existing is not None else None

@@ -3,7 +3,9 @@ SQLite file, the scraped /metrics, and a real Prometheus computing the delivery 
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,9 +112,6 @@ def test_worker_restart_keeps_counters_and_records(service: Service) -> None:
     """A worker that dies (and is replaced) takes no counts with it."""
     send_all(service, [(sid("SM", n), "sent") for n in range(30)])
     victim = service.worker_pids()[0]
-    import os
-    import signal
-
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in service.worker_pids() and len(service.worker_pids()) == 3,
              what="gunicorn to replace the killed worker")  # fmt: skip

@@ -1,0 +1,115 @@
+"""Property-based: whatever arrives, the answer is a clear 4xx or a 200, never a 5xx, and no
+metric label ever leaves its bounded set."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+import falcon.testing
+import phonenumbers
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from exporter.app import Telemetry, create_app
+from exporter.config import Settings
+from exporter.events import CHANNELS
+from exporter.lifecycle import KNOWN_STATUSES
+from exporter.metrics import Metrics
+from exporter.store.sqlite import SQLiteStore
+from exporter.tracing import NoTracer
+from tests.support import AUTH_TOKEN, signed_request
+
+HOST = "http://falconframework.org"
+PATH = "/twilio/status"
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+twilio_keys = st.sampled_from(
+    ["MessageSid", "SmsSid", "MessageStatus", "SmsStatus", "ErrorCode", "To", "From",
+     "ChannelPrefix", "EventType", "NumMedia", "RawDlrDoneDate", "AccountSid"]
+)  # fmt: skip
+values = st.one_of(
+    text,
+    st.sampled_from(["SM" + "a" * 32, "delivered", "failed", "30007", "+447700900123",
+                     "whatsapp:+5511987654321", "READ", "2611231205", "99999999999"]),
+)  # fmt: skip
+forms = st.lists(st.tuples(st.one_of(twilio_keys, text), values), max_size=12)
+queries = st.lists(
+    st.tuples(st.sampled_from(["traceparent", "created", "tag.x", "tag.", "x"]), text), max_size=4
+)
+BOUNDED = {
+    "status": KNOWN_STATUSES | {"other"},
+    "channel": CHANNELS | {"other"},
+    "country": phonenumbers.SUPPORTED_REGIONS | {""},
+    "from_status": KNOWN_STATUSES | {"other"},
+    "to_status": KNOWN_STATUSES | {"other"},
+}
+
+
+@pytest.fixture(scope="module")
+def app_under_attack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[falcon.testing.TestClient, CollectorRegistry]:
+    registry = CollectorRegistry()
+    store = SQLiteStore(str(Path(tmp_path_factory.mktemp("hostile")) / "x.db"))
+    telemetry = Telemetry(registry, Metrics(registry), NoTracer())
+    app = create_app(Settings(auth_tokens=(AUTH_TOKEN,)), store, telemetry)
+    return falcon.testing.TestClient(app), registry
+
+
+def assert_labels_bounded(registry: CollectorRegistry) -> None:
+    for family in registry.collect():
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                if label in BOUNDED:
+                    assert value in BOUNDED[label], (sample.name, label, value)
+                elif label == "error_code":
+                    assert value in ("", "other") or re.fullmatch(r"\d{5}", value), value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.binary(max_size=3000),
+    content_type=st.sampled_from(
+        ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8",
+         "application/json", "text/plain", "", "multipart/form-data; boundary=x"]
+    ),
+    signature=st.one_of(st.none(), text),
+    query=st.one_of(st.none(), text),
+)  # fmt: skip
+def test_arbitrary_requests_get_a_4xx_never_a_5xx(
+    app_under_attack: tuple[falcon.testing.TestClient, CollectorRegistry],
+    body: bytes,
+    content_type: str,
+    signature: str | None,
+    query: str | None,
+) -> None:
+    client, registry = app_under_attack
+    headers = {"Content-Type": content_type} if content_type else {}
+    if signature is not None and signature.isascii() and signature.isprintable():
+        headers["X-Twilio-Signature"] = signature
+    result = client.simulate_post(PATH, body=body, headers=headers, query_string=query or None)
+    assert result.status_code in (400, 403, 413, 415), result.text
+    assert "Traceback" not in result.text
+    assert_labels_bounded(registry)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(form=forms, query=queries)
+def test_signed_arbitrary_forms_are_accepted_or_refused_cleanly(
+    app_under_attack: tuple[falcon.testing.TestClient, CollectorRegistry],
+    form: list[tuple[str, str]],
+    query: list[tuple[str, str]],
+) -> None:
+    client, registry = app_under_attack
+    query_string = urlencode(query)
+    url = f"{HOST}{PATH}?{query_string}" if query_string else f"{HOST}{PATH}"
+    params = dict(form)  # the signature covers what is sent: one value per key here
+    _, headers = signed_request(url, params)
+    result = client.simulate_post(
+        PATH, body=urlencode(params).encode(), headers=headers, query_string=query_string or None
+    )
+    assert result.status_code in (200, 400), result.text
+    assert_labels_bounded(registry)
