@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import quote, urlparse, urlsplit
 
 from twilio.request_validator import (
@@ -65,12 +65,15 @@ class SignatureChecker:
         return False
 
 
-def _url_variants(url: str) -> dict[str, None]:
+def _url_variants(url: str) -> Iterator[str]:
+    """The URL as received, then (only if asked for) with and without its default port."""
+    yield url
     try:
         parsed = urlparse(url)
-        return dict.fromkeys([url, remove_port(parsed), add_port(parsed)])
+        variants = [remove_port(parsed), add_port(parsed)]
     except ValueError:  # a Host header no URL parser accepts ("[", a port of "x"): no variants
-        return {url: None}
+        return
+    yield from (variant for variant in dict.fromkeys(variants) if variant != url)
 
 
 def _shared_key_id(signature_settings: str) -> str | None:

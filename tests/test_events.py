@@ -129,3 +129,8 @@ def test_repeated_keys_keep_every_value() -> None:
     params = parse_form(b"MediaUrl=a&MediaUrl=b&MessageSid=SM1")
     assert params.getall("MediaUrl") == ["a", "b"]
     assert params.flat() == {"MediaUrl": ["a", "b"], "MessageSid": "SM1"}
+
+
+def test_callback_url_with_hundreds_of_parameters_is_still_parsed() -> None:
+    query = "&".join(f"x{n}=1" for n in range(500)) + "&tag.campaign=bf&tag.campaign=again"
+    assert dict(event(callback_params(SID, "sent"), query).context.tags) == {"campaign": "bf"}
