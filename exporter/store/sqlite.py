@@ -109,6 +109,11 @@ CREATE TABLE IF NOT EXISTS reconcile_runs (
 """
 _SELECT_MESSAGES = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
 _SELECT_MESSAGE = f"{_SELECT_MESSAGES} WHERE message_sid = ?"
+_SELECT_MESSAGE_WITH_HISTORY = (
+    f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)}, e.status, e.received_at "
+    "FROM messages m JOIN status_events e ON e.message_sid = m.message_sid "
+    "WHERE m.message_sid = ?"
+)
 _UPSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}, in_flight) "
     f"VALUES ({', '.join('?' * (len(MESSAGE_COLUMNS) + 1))}) "
@@ -169,14 +174,10 @@ class SQLiteStore:
             return recorded
 
     def _record(self, conn: sqlite3.Connection, event: StatusEvent) -> Recorded:
-        row = conn.execute(_SELECT_MESSAGE, (event.message_sid,)).fetchone()
-        existing = message_from_row(row) if row else None
-        history = dict(
-            conn.execute(
-                "SELECT status, received_at FROM status_events WHERE message_sid = ?",
-                (event.message_sid,),
-            ).fetchall()
-        )
+        # One read for the message and its history: a row per recorded status.
+        rows = conn.execute(_SELECT_MESSAGE_WITH_HISTORY, (event.message_sid,)).fetchall()
+        existing = message_from_row(rows[0][:-2]) if rows else None
+        history = {row[-2]: row[-1] for row in rows}
         if existing is not None and event.status in history:  # a retry or a copy: no write
             return Recorded(message=existing, transition=None)
         transition = lifecycle.decide(
