@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # First of all: the gunicorn config prepares PROMETHEUS_MULTIPROC_DIR, which must be set
+    # before anything (the startup checks included) imports prometheus_client in the master,
+    # or the workers it forks inherit single-process metrics and /metrics stays empty.
+    import exporter.gunicorn_conf  # noqa: F401
+
     for flag, variable, _ in SERVE_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:

@@ -84,12 +84,12 @@ def start_service(
     port = port or free_port()
     store_url = store_url or f"sqlite:///{tmp_path / 'exporter.db'}"
     log_path = tmp_path / f"service-{port}.log"
+    # No PROMETHEUS_MULTIPROC_DIR: `serve` must handle it for the user, as the README promises.
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "EXPORTER_STORE": store_url,
         "OTEL_TRACES_EXPORTER": "none",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{port}"),
         **(env or {}),
     }
     executable = shutil.which("twilio-status-exporter") or sys.executable

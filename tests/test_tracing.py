@@ -1,0 +1,633 @@
+"""Message traces: ids, names, timing, attributes and the export that never blocks a callback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+import falcon.testing
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry, Counter
+
+from exporter.app import Telemetry, create_app
+from exporter.config import ConfigError, Settings
+from exporter.events import FormParams, parse_callback
+from exporter.metrics import Metrics
+from exporter.store.sqlite import SQLiteStore
+from exporter.sweeper import Sweeper
+from exporter.tracing import MessageSpans, NoTracer, TracingConfig, tracer_from_env
+from exporter.tracing import service_resource as make_resource
+from exporter.tracing.export import BoundedBatchSpanProcessor, DropReporter, RateLimitFilter
+from exporter.tracing.spans import redact_number
+from tests.support import callback_params, sid
+
+T0 = 1_700_000_000.0
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+RESOURCE = Resource.create({"service.name": "test"})
+
+
+def trace_id(message_sid: str) -> int:
+    digest = hashlib.sha256(f"twilio.message:{message_sid}".encode()).digest()
+    return int.from_bytes(digest[:16], "big")
+
+
+def span_id(message_sid: str, stage: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{message_sid}:{stage}".encode()).digest()[:8], "big")
+
+
+def ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+def assert_times(span: ReadableSpan, start: float, end: float) -> None:
+    assert span.start_time is not None and span.end_time is not None
+    assert abs(span.start_time - ns(start)) < 1000
+    assert abs(span.end_time - ns(end)) < 1000
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(span_exporter: InMemorySpanExporter) -> MessageSpans:
+    return MessageSpans(SimpleSpanProcessor(span_exporter), RESOURCE)
+
+
+class Callbacks:
+    """Records callbacks in a real store and hands the outcome to the tracer, as the resource
+    does."""
+
+    def __init__(self, store: SQLiteStore, tracer: MessageSpans) -> None:
+        self.store = store
+        self.tracer = tracer
+
+    def post(self, message_sid: str, status: str, at: float, query: str = "", **extra: str) -> None:
+        form = FormParams(
+            {k: [v] for k, v in callback_params(message_sid, status, **extra).items()}
+        )
+        event = parse_callback(form, query, at)
+        self.tracer.record(event, self.store.record(event))
+
+
+@pytest.fixture
+def callbacks(sqlite_store: SQLiteStore, tracer: MessageSpans) -> Callbacks:
+    return Callbacks(sqlite_store, tracer)
+
+
+def by_name(spans: Sequence[ReadableSpan]) -> dict[str, ReadableSpan]:
+    named = {span.name: span for span in spans}
+    assert len(named) == len(spans), [span.name for span in spans]
+    return named
+
+
+def test_spans_have_ids_derived_from_the_message_sid(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 1)
+    for offset, status in enumerate(["queued", "sent", "delivered"]):
+        callbacks.post(message, status, T0 + offset)
+    spans = by_name(span_exporter.get_finished_spans())
+    assert set(spans) == {
+        "twilio.message",
+        "twilio.message.queued",
+        "twilio.message.sent",
+        "twilio.message.delivered",
+    }
+    root = spans["twilio.message"]
+    assert root.context.trace_id == trace_id(message)
+    assert root.context.span_id == span_id(message, "root")
+    assert root.parent is None
+    for status in ("queued", "sent", "delivered"):
+        span = spans[f"twilio.message.{status}"]
+        assert span.context.trace_id == trace_id(message)
+        assert span.context.span_id == span_id(message, status)
+        assert span.parent is not None and span.parent.span_id == span_id(message, "root")
+        assert span.parent.trace_id == trace_id(message)
+
+
+def test_stage_spans_run_from_the_previous_stage_to_arrival(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 2)
+    callbacks.post(message, "queued", T0)
+    callbacks.post(message, "sent", T0 + 2)
+    callbacks.post(message, "delivered", T0 + 10)
+    spans = by_name(span_exporter.get_finished_spans())
+    assert_times(spans["twilio.message.queued"], T0, T0)
+    assert_times(spans["twilio.message.sent"], T0, T0 + 2)
+    assert_times(spans["twilio.message.delivered"], T0 + 2, T0 + 10)
+    assert_times(spans["twilio.message"], T0, T0 + 10)
+    assert spans["twilio.message.delivered"].attributes["twilio.message.from_status"] == "sent"
+
+
+def test_root_span_starts_at_the_senders_creation_time(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 3)
+    query = urlencode({"created": str(T0 - 5)})
+    callbacks.post(message, "sent", T0, query)
+    callbacks.post(message, "delivered", T0 + 4, query)
+    spans = by_name(span_exporter.get_finished_spans())
+    assert_times(spans["twilio.message.sent"], T0 - 5, T0)
+    assert_times(spans["twilio.message"], T0 - 5, T0 + 4)
+    assert spans["twilio.message"].attributes["twilio.message.origin"] == "created"
+
+
+def test_out_of_order_stage_is_timed_from_the_latest_lower_stage_and_flagged(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 4)
+    callbacks.post(message, "queued", T0)
+    callbacks.post(message, "delivered", T0 + 10)
+    callbacks.post(message, "sent", T0 + 12)
+    spans = by_name(span_exporter.get_finished_spans())
+    late = spans["twilio.message.sent"]
+    assert_times(late, T0, T0 + 12)
+    assert late.attributes["twilio.callback.out_of_order"] is True
+    assert late.parent is not None and late.parent.span_id == span_id(message, "root")
+    assert spans["twilio.message.delivered"].attributes["twilio.callback.out_of_order"] is False
+    assert_times(spans["twilio.message"], T0, T0 + 10)  # one root, closed at the final status
+
+
+def test_duplicate_callback_emits_no_second_span(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 5)
+    callbacks.post(message, "sent", T0)
+    callbacks.post(message, "sent", T0 + 1)
+    callbacks.post(message, "delivered", T0 + 2)
+    callbacks.post(message, "delivered", T0 + 3)
+    names = sorted(span.name for span in span_exporter.get_finished_spans())
+    assert names == ["twilio.message", "twilio.message.delivered", "twilio.message.sent"]
+
+
+def test_unknown_statuses_get_other_spans_with_distinct_ids(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 6)
+    callbacks.post(message, "Bouncing", T0)
+    callbacks.post(message, "wobbling", T0 + 1)
+    spans = span_exporter.get_finished_spans()
+    assert [span.name for span in spans] == ["twilio.message.other"] * 2
+    assert [span.attributes["twilio.message.status"] for span in spans] == ["Bouncing", "wobbling"]
+    assert [span.context.span_id for span in spans] == [
+        span_id(message, "Bouncing"),
+        span_id(message, "wobbling"),
+    ]
+
+
+def test_failed_message_is_an_error_with_the_codes_meaning(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 7)
+    callbacks.post(message, "sent", T0)
+    callbacks.post(message, "failed", T0 + 3, ErrorCode="30007")
+    spans = by_name(span_exporter.get_finished_spans())
+    for name in ("twilio.message.failed", "twilio.message"):
+        span = spans[name]
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description is not None
+        assert span.status.description.startswith("30007: Message filtered")
+        assert span.attributes["twilio.error_code"] == "30007"
+        assert span.attributes["error.type"] == "30007"
+        assert span.attributes["twilio.error.class"] == "compliance"
+    assert spans["twilio.message.sent"].status.status_code is StatusCode.UNSET
+
+
+def test_unknown_error_code_gets_a_generic_description(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    callbacks.post(sid("SM", 8), "undelivered", T0, ErrorCode="39999")
+    callbacks.post(sid("SM", 9), "failed", T0)
+    spans = {
+        (span.attributes["messaging.message.id"], span.name): span
+        for span in span_exporter.get_finished_spans()
+    }
+    unknown = spans[(sid("SM", 8), "twilio.message.undelivered")].status
+    assert unknown.status_code is StatusCode.ERROR
+    assert unknown.description is not None and "39999" in unknown.description
+    missing = spans[(sid("SM", 9), "twilio.message.failed")]
+    assert missing.status.description == "failed: no ErrorCode was reported"
+    assert missing.attributes["error.type"] == "_OTHER"
+
+
+def test_traceparent_puts_the_message_into_the_senders_trace(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 10)
+    query = urlencode({"traceparent": TRACEPARENT})
+    callbacks.post(message, "sent", T0, query)
+    callbacks.post(message, "delivered", T0 + 1, query)
+    spans = by_name(span_exporter.get_finished_spans())
+    sender_trace = int(TRACEPARENT[3:35], 16)
+    root = spans["twilio.message"]
+    assert root.context.trace_id == sender_trace
+    assert root.context.span_id == span_id(message, "root")
+    assert root.parent is not None and root.parent.is_remote
+    assert root.parent.span_id == int(TRACEPARENT[36:52], 16)
+    assert root.parent.trace_id == sender_trace
+    for status in ("sent", "delivered"):
+        span = spans[f"twilio.message.{status}"]
+        assert span.context.trace_id == sender_trace
+        assert span.parent is not None and span.parent.span_id == span_id(message, "root")
+
+
+def test_stage_spans_carry_the_stage_and_the_root_the_message_context(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 11)
+    query = "tag.campaign=spring&tag.tenant=acme"
+    callbacks.post(
+        message,
+        "delivered",
+        T0,
+        query,
+        MessagingServiceSid=sid("MG", 1),
+        RawDlrDoneDate="2311141213",
+        ChannelPrefix="whatsapp",
+        To="whatsapp:+4915112345678",
+    )
+    spans = by_name(span_exporter.get_finished_spans())
+    assert dict(spans["twilio.message.delivered"].attributes) == {
+        "messaging.system": "twilio",
+        "messaging.message.id": message,
+        "twilio.message.status": "delivered",
+        "twilio.channel": "whatsapp",
+        "twilio.callback.out_of_order": False,
+        "twilio.destination.country": "DE",
+        "twilio.raw_dlr_done_date": "2311141213",
+    }
+    assert dict(spans["twilio.message"].attributes) == {
+        "messaging.system": "twilio",
+        "messaging.message.id": message,
+        "twilio.message.status": "delivered",
+        "twilio.channel": "whatsapp",
+        "twilio.account_sid": sid("AC", 1),
+        "twilio.messaging_service_sid": sid("MG", 1),
+        "twilio.destination.country": "DE",
+        "twilio.to": "whatsapp:+49*********78",
+        "twilio.from": "+1********00",
+        "twilio.tag.campaign": "spring",
+        "twilio.tag.tenant": "acme",
+        "twilio.message.origin": "first_seen",
+        "twilio.message.stale": False,
+    }
+    for span in spans.values():
+        assert span.kind is SpanKind.INTERNAL
+        assert span.resource is RESOURCE
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "exporter.tracing"
+
+
+def test_phone_numbers_are_redacted_by_default(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    callbacks.post(sid("SM", 12), "delivered", T0, To="whatsapp:+4915112345678")
+    span = by_name(span_exporter.get_finished_spans())["twilio.message"]
+    assert span.attributes["twilio.to"] == "whatsapp:+49*********78"
+    assert span.attributes["twilio.from"] == "+1********00"
+    values = [str(value) for value in span.attributes.values()]
+    assert not any("15112345678" in value or "4155550100" in value for value in values)
+
+
+def test_phone_numbers_are_kept_when_redaction_is_off(
+    sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter
+) -> None:
+    tracer = MessageSpans(SimpleSpanProcessor(span_exporter), RESOURCE, redact_phone_numbers=False)
+    Callbacks(sqlite_store, tracer).post(sid("SM", 13), "delivered", T0)
+    span = by_name(span_exporter.get_finished_spans())["twilio.message"]
+    assert span.attributes["twilio.to"] == "+4915112345678"
+    assert span.attributes["twilio.from"] == "+14155550100"
+
+
+@pytest.mark.parametrize(
+    ("address", "redacted"),
+    [
+        ("+4915112345678", "+49*********78"),
+        ("+14155550100", "+1********00"),
+        ("+35312345678", "+353******78"),
+        ("whatsapp:+447700900123", "whatsapp:+44********23"),
+        ("12345", "***45"),
+        ("MyBrand", "*****nd"),
+        ("+4912", "+49**"),
+    ],
+)
+def test_redaction_keeps_calling_code_and_last_two_digits(address: str, redacted: str) -> None:
+    assert redact_number(address) == redacted
+
+
+def test_read_after_delivery_is_a_child_without_a_second_root(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 14)
+    callbacks.post(message, "delivered", T0, ChannelPrefix="whatsapp")
+    callbacks.post(message, "read", T0 + 60, ChannelPrefix="whatsapp")
+    spans = by_name(span_exporter.get_finished_spans())
+    assert set(spans) == {"twilio.message", "twilio.message.delivered", "twilio.message.read"}
+    read = spans["twilio.message.read"]
+    assert read.parent is not None and read.parent.span_id == span_id(message, "root")
+    assert_times(read, T0, T0 + 60)
+
+
+def test_stale_sweep_closes_the_trace_and_later_stages_still_attach(
+    callbacks: Callbacks,
+    sqlite_store: SQLiteStore,
+    tracer: MessageSpans,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    message = sid("SM", 15)
+    callbacks.post(message, "queued", T0)
+    callbacks.post(message, "sent", T0 + 1)
+    now = [T0 + 2]
+    sweeper = Sweeper(
+        sqlite_store,
+        Metrics(CollectorRegistry()),
+        tracer,
+        stale_after=3600,
+        retention=0,
+        interval=60,
+        clock=lambda: now[0],
+    )
+    assert sweeper.run_once() == 0
+    now[0] = T0 + 1 + 3601
+    assert sweeper.run_once() == 1
+    assert sweeper.run_once() == 0  # each stale message is handed out once
+    root = by_name(span_exporter.get_finished_spans())["twilio.message"]
+    assert_times(root, T0, now[0])
+    assert root.attributes["twilio.message.stale"] is True
+    assert root.attributes["twilio.message.status"] == "sent"
+    assert root.context.span_id == span_id(message, "root")
+    assert root.status.status_code is StatusCode.UNSET
+
+    callbacks.post(message, "delivered", now[0] + 5)
+    names = sorted(span.name for span in span_exporter.get_finished_spans())
+    assert names.count("twilio.message") == 1
+    delivered = by_name(span_exporter.get_finished_spans())["twilio.message.delivered"]
+    assert delivered.parent is not None and delivered.parent.span_id == span_id(message, "root")
+
+
+class RaisingExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        raise ConnectionError("collector exploded")
+
+
+class RaisingProcessor(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("processor exploded")
+
+
+def test_record_swallows_exporter_errors(sqlite_store: SQLiteStore) -> None:
+    tracer = MessageSpans(SimpleSpanProcessor(RaisingExporter()), RESOURCE)
+    Callbacks(sqlite_store, tracer).post(sid("SM", 16), "delivered", T0)
+
+
+def test_record_swallows_processor_errors_and_counts_them(sqlite_store: SQLiteStore) -> None:
+    dropped: list[tuple[int, str]] = []
+    tracer = MessageSpans(
+        RaisingProcessor(), RESOURCE, report_dropped=lambda n, why: dropped.append((n, why))
+    )
+    Callbacks(sqlite_store, tracer).post(sid("SM", 17), "sent", T0)
+    message = sqlite_store.history(sid("SM", 17))
+    assert message is not None
+    tracer.record_stale(message.message, T0 + 10)
+    assert [n for n, _ in dropped] == [1, 1]
+    assert "processor exploded" in dropped[0][1]
+
+
+def test_callback_through_the_app_emits_its_span(
+    sqlite_store: SQLiteStore, tracer: MessageSpans, span_exporter: InMemorySpanExporter
+) -> None:
+    settings = Settings(insecure_skip_signature=True)
+    registry = CollectorRegistry()
+    app = create_app(settings, sqlite_store, Telemetry(registry, Metrics(registry), tracer))
+    client = falcon.testing.TestClient(app)
+    body = urlencode(callback_params(sid("SM", 18), "sent"))
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(2):  # the retry is a duplicate
+        assert client.simulate_post("/twilio/status", body=body, headers=headers).status_code == 200
+    assert [span.name for span in span_exporter.get_finished_spans()] == ["twilio.message.sent"]
+
+
+# The export path: bounded hand-off, drops counted, bounded shutdown.
+
+
+class BlockedExporter(SpanExporter):
+    """A collector that never answers until the exporter is shut down."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.started.set()
+        self.release.wait(30)
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+class FailingExporter(SpanExporter):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.FAILURE
+
+
+@pytest.fixture
+def dropped() -> list[tuple[int, str]]:
+    """What a BoundedBatchSpanProcessor reported as dropped: (count, reason)."""
+    return []
+
+
+def test_full_queue_drops_spans_instead_of_waiting(
+    sqlite_store: SQLiteStore, dropped: list[tuple[int, str]]
+) -> None:
+    exporter = BlockedExporter()
+    processor = BoundedBatchSpanProcessor(
+        exporter,
+        lambda n, why: dropped.append((n, why)),
+        max_queue_size=4,
+        max_export_batch_size=1,
+        schedule_delay_millis=10,
+        shutdown_timeout=0.5,
+    )
+    callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
+    started = time.monotonic()
+    for n in range(10):
+        callbacks.post(sid("SM", 100 + n), "sent", T0)
+    assert time.monotonic() - started < 2
+    assert sum(n for n, _ in dropped) == 6
+    assert "queue full" in dropped[0][1]
+    dropped.clear()
+    started = time.monotonic()
+    processor.shutdown()
+    assert time.monotonic() - started < 3
+    assert sum(n for n, _ in dropped) == 4  # what was held is counted, not lost silently
+
+
+def test_failed_and_raising_exports_are_counted(
+    sqlite_store: SQLiteStore, dropped: list[tuple[int, str]]
+) -> None:
+    for exporter in (FailingExporter(), RaisingExporter()):
+        processor = BoundedBatchSpanProcessor(
+            exporter, lambda n, why: dropped.append((n, why)), max_queue_size=100
+        )
+        callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
+        for status in ("sent", "delivered"):
+            callbacks.post(sid("SM", 200 + len(dropped)), status, T0)
+        assert processor.force_flush()
+        processor.shutdown()
+    assert sum(n for n, _ in dropped) == 6  # sent; delivered + root; for both exporters
+
+
+def test_exported_spans_free_their_place_in_the_queue(
+    sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter, dropped: list[tuple[int, str]]
+) -> None:
+    processor = BoundedBatchSpanProcessor(
+        span_exporter,
+        lambda n, why: dropped.append((n, why)),
+        max_queue_size=2,
+        max_export_batch_size=1,
+    )
+    callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
+    for n in range(6):
+        callbacks.post(sid("SM", 300 + n), "sent", T0)
+        assert processor.force_flush()
+    processor.shutdown()
+    assert len(span_exporter.get_finished_spans()) == 6
+    assert dropped == []
+
+
+def test_drop_reporter_counts_every_span_and_logs_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    counter = Counter("twilio_exporter_spans_dropped", "test", registry=registry)
+    now = [100.0]
+    report = DropReporter(counter, interval=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="exporter.tracing.export"):
+        for _ in range(1000):
+            report(1, "export queue full")
+        now[0] += 61
+        report(2, "export queue full")
+    assert registry.get_sample_value("twilio_exporter_spans_dropped_total") == 1002
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert messages[1].startswith("dropped 1001 span(s)")
+
+
+def test_exporter_log_lines_are_rate_limited() -> None:
+    now = [0.0]
+    limit = RateLimitFilter(interval=60, clock=lambda: now[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("otlp", logging.ERROR, __file__, 1, msg, ("x",), None)
+
+    assert limit.filter(record("Failed to export %s"))
+    assert not limit.filter(record("Failed to export %s"))
+    assert limit.filter(record("Transient error %s"))
+    now[0] = 61
+    assert limit.filter(record("Failed to export %s"))
+
+
+# Configuration from the OTEL_* variables.
+
+
+def test_tracing_config_defaults_follow_the_specification() -> None:
+    config = TracingConfig.from_env({})
+    assert config.exporters == ("otlp",)
+    assert config.protocol == "http/protobuf"
+    assert config.max_queue_size == 2048
+    assert config.export_timeout == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "exporters", "protocol"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "none"}, (), "http/protobuf"),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ("console",), "http/protobuf"),
+        ({"OTEL_TRACES_EXPORTER": "otlp, console"}, ("otlp", "console"), "http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("otlp",), "grpc"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            },
+            ("otlp",),
+            "http/protobuf",
+        ),
+        ({"OTEL_SDK_DISABLED": "true"}, (), "http/protobuf"),
+    ],
+)
+def test_tracing_config_reads_the_standard_variables(
+    env: dict[str, str], exporters: tuple[str, ...], protocol: str
+) -> None:
+    config = TracingConfig.from_env(env)
+    assert (config.exporters, config.protocol) == (exporters, protocol)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY"),
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"},
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        ),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ],
+)
+def test_bad_tracing_variables_are_named(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        TracingConfig.from_env(env)
+    assert error.value.variable == variable
+
+
+def test_explicit_export_timeout_is_left_to_the_exporter() -> None:
+    assert TracingConfig.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "2"}).export_timeout is None
+
+
+def test_tracer_from_env_is_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    counter = Counter("spans_dropped", "test", registry=CollectorRegistry())
+    assert isinstance(tracer_from_env(Settings(), counter), NoTracer)
+
+
+def test_tracer_from_env_builds_an_exporting_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    counter = Counter("spans_dropped", "test", registry=CollectorRegistry())
+    tracer = tracer_from_env(Settings(), counter)
+    assert isinstance(tracer, MessageSpans)
+    tracer.shutdown()
+    tracer.shutdown()  # the atexit hook calls it again
+
+
+def test_service_name_defaults_and_follows_otel_service_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert make_resource().attributes["service.name"] == "twilio-status-exporter"
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sms-exporter")
+    resource = make_resource()
+    assert resource.attributes["service.name"] == "sms-exporter"
+    assert resource.attributes["deployment.environment"] == "prod"
