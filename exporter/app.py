@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import falcon
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from exporter.callbacks import StatusCallbackResource
 from exporter.config import Settings
 from exporter.ingest import Ingestor
-from exporter.metrics import InFlightCollector, Metrics
+from exporter.metrics import InFlightCollector, Metrics, ReconcileCollector
 from exporter.signature import SignatureChecker
-from exporter.store import Store, StoreUnavailable, open_store
+from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
 from exporter.sweeper import Sweeper
 from exporter.tracing import MessageTracer, tracer_from_env
 
@@ -81,12 +82,16 @@ class MetricsResource:
 
     def __init__(self, store: Store, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
-        self._in_flight = InFlightCollector(
-            lambda: dict(store.in_flight_counts()),
-            telemetry.metrics.store_errors.labels("read").inc,
-        )
+        on_error = telemetry.metrics.store_errors.labels("read").inc
+        # Figures that live in the store (shared by workers, replicas and reconcile runs).
+        self._store_collectors: list[Collector] = [
+            InFlightCollector(lambda: dict(store.in_flight_counts()), on_error)
+        ]
+        if isinstance(store, ReconcileStore):
+            self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
         if not telemetry.multiprocess:
-            telemetry.registry.register(self._in_flight)
+            for collector in self._store_collectors:
+                telemetry.registry.register(collector)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         encoder, content_type = choose_encoder(req.get_header("Accept") or "")
@@ -99,7 +104,8 @@ class MetricsResource:
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(self._in_flight)
+        for collector in self._store_collectors:
+            registry.register(collector)
         return registry
 
 

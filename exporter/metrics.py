@@ -10,12 +10,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__, lifecycle
 from exporter.events import StatusEvent
-from exporter.store import MessageState, Recorded
+from exporter.store import MessageState, ReconcileTotals, Recorded
 
 # Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
 # and Twilio gives up expecting a status after 72 h: 0.5 s up to 3 days.
@@ -216,3 +216,70 @@ class InFlightCollector(Collector):
         for label, count in by_label.items():
             family.add_metric([label], count)
         yield family
+
+
+# Reconcile's results, as counted by `twilio_reconcile_messages_total{result}`.
+RECONCILE_RESULTS = {
+    "checked": "checked",  # status read from the API (listed or fetched)
+    "updated": "updated",  # a known message got a status it lacked (source=poll)
+    "missed": "missed",  # listed, outbound, never seen: its callbacks were lost
+    "still_stuck": "still_stuck",  # stuck past --stuck-after, and the API agrees
+    "not_found": "not_found",  # stuck, and the API does not know it (404)
+    "error": "errors",  # could not be read after retries
+}
+
+
+class ReconcileCollector(Collector):
+    """`twilio_reconcile_*`, read from the store at scrape time. Reconcile runs as its own
+    process (cron, a Kubernetes CronJob), so counters kept in its memory would vanish with
+    it; every run saves its figures in the store, where any replica's scrape finds them."""
+
+    def __init__(
+        self, read_totals: Callable[[], ReconcileTotals], on_error: Callable[[], None]
+    ) -> None:
+        self._read_totals = read_totals
+        self._on_error = on_error
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            totals = self._read_totals()
+        except Exception:
+            self._on_error()  # as for the in-flight gauge: a gap, never a failed scrape
+            return
+        runs = CounterMetricFamily(
+            "twilio_reconcile_runs",
+            "Finished reconcile runs: success (everything checked, no errors) or failure.",
+            labels=["outcome"],
+        )
+        runs.add_metric(["success"], totals.runs_succeeded)
+        runs.add_metric(["failure"], totals.runs_failed)
+        yield runs
+        messages = CounterMetricFamily(
+            "twilio_reconcile_messages",
+            "Messages reconciled against Twilio's API, by result; missed = callbacks lost.",
+            labels=["result"],
+        )
+        for result, field_name in RECONCILE_RESULTS.items():
+            messages.add_metric([result], totals.messages.get(field_name, 0))
+        yield messages
+        yield from _gauge(
+            "twilio_reconcile_last_run_timestamp_seconds",
+            "When the latest reconcile run finished (Unix time).",
+            totals.last_run_at,
+        )
+        yield from _gauge(
+            "twilio_reconcile_last_success_timestamp_seconds",
+            "When the latest successful reconcile run finished (Unix time): alert when old.",
+            totals.last_success_at,
+        )
+        yield from _gauge(
+            "twilio_reconcile_duration_seconds",
+            "How long the latest finished reconcile run took.",
+            totals.last_duration,
+        )
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> Iterator[Metric]:
+    """A gauge with its value, or nothing before the first run (absent, not a fake zero)."""
+    if value is not None:
+        yield GaugeMetricFamily(name, documentation, value=value)

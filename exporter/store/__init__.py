@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from exporter.events import StatusEvent
 from exporter.lifecycle import Transition
@@ -78,6 +78,52 @@ class MessageHistory:
     events: Sequence[EventRecord]
 
 
+@dataclass(frozen=True, slots=True)
+class KnownMessage:
+    """A message as reconcile compares it with the API: its state and every recorded status."""
+
+    message: MessageState
+    statuses: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """How far reconcile's walk of one listing got: the next page to read, or done."""
+
+    name: str
+    next_page_url: str | None
+    completed: bool
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileRun:
+    """One reconcile run's figures, saved as it goes so a crashed run still counts."""
+
+    started_at: float
+    finished_at: float | None = None  # None while running, or when the run crashed
+    succeeded: bool = False
+    checked: int = 0
+    updated: int = 0
+    missed: int = 0
+    still_stuck: int = 0
+    not_found: int = 0
+    errors: int = 0
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileTotals:
+    """Every reconcile run summed up, for the `twilio_reconcile_*` metrics at scrape time."""
+
+    runs_succeeded: int = 0
+    runs_failed: int = 0
+    messages: Mapping[str, int] = field(default_factory=dict)  # result -> count
+    last_run_at: float | None = None
+    last_success_at: float | None = None
+    last_duration: float | None = None
+
+
 class Store(Protocol):
     """What the service needs from a backend (SQLite embedded, PostgreSQL for replicas)."""
 
@@ -107,6 +153,51 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReconcileStore(Store, Protocol):
+    """A store that also keeps reconcile's progress and figures (exporter.reconcile).
+
+    Separate from `Store` so a backend can serve callbacks before it learns these; reconcile
+    and the `twilio_reconcile_*` metrics check for it at run time.
+    """
+
+    def stuck_messages(
+        self,
+        updated_before: float,
+        polled_before: float,
+        *,
+        account_sid: str | None = None,
+        after_sid: str = "",
+        limit: int = 500,
+    ) -> list[MessageState]:
+        """In-flight messages not updated since `updated_before` nor polled since
+        `polled_before`, of `account_sid` (or of no known account), by MessageSid after
+        `after_sid`: keyset paging, so messages that stay stuck are not returned again."""
+        ...
+
+    def known_messages(self, message_sids: Sequence[str]) -> Mapping[str, KnownMessage]:
+        """The given messages the store has seen (absent ones never were), with statuses."""
+        ...
+
+    def mark_polled(self, message_sids: Sequence[str], at: float) -> None:
+        """Remember that the API was asked about these messages at `at`."""
+        ...
+
+    def prune_polls(self, polled_before: float) -> int:
+        """Forget polls older than `polled_before` (they no longer hold a message back)."""
+        ...
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None: ...
+
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def save_reconcile_run(self, run: ReconcileRun) -> int:
+        """Insert (id None) or update a run's figures; return its id."""
+        ...
+
+    def reconcile_totals(self) -> ReconcileTotals: ...
 
 
 def open_store(url: str, *, synchronous: str = "NORMAL") -> Store:

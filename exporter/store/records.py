@@ -83,6 +83,15 @@ def next_state(
     )
 
 
+def origin_of(existing: MessageState | None, event: StatusEvent) -> float | None:
+    """Creation time if any callback told us, else first sight (None: this is the first)."""
+    if existing is not None and existing.created_at is not None:
+        return existing.created_at
+    if event.context.created_at is not None:
+        return event.context.created_at
+    return existing.first_seen_at if existing is not None else None
+
+
 def in_flight(state: MessageState) -> bool:
     return not lifecycle.is_final(state.status) and state.stale_at is None
 
