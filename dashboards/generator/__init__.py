@@ -1,0 +1,1 @@
+"""The source of the dashboards in dashboards/*.json (see dashboards/generate.py)."""

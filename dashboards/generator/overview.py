@@ -1,0 +1,421 @@
+"""Twilio / Delivery overview: delivery rate vs baseline, volume, failures, time to delivered."""
+
+from __future__ import annotations
+
+from exporter.errors import ERRORS
+from generator.grafana import (
+    BLUE,
+    CHANNEL,
+    CHANNEL_VAR,
+    COUNTRY,
+    COUNTRY_VAR,
+    DELIVERY_RATE,
+    FAILED,
+    FINAL,
+    GREEN,
+    JOB,
+    LATENCY_UID,
+    MSG,
+    ORANGE,
+    OVERVIEW_UID,
+    RED,
+    Json,
+    dashboard,
+    dashboard_link,
+    heatmap,
+    layout,
+    override,
+    quantiles,
+    row,
+    stat,
+    table,
+    target,
+    thresholds,
+    timeseries,
+    variables,
+)
+
+# What each error code means, from the table the exporter's spans use (one source of truth).
+ERROR_CODES: dict[str, str] = {
+    **{code: error.meaning for code, error in sorted(ERRORS.items())},
+    "other": "Not a Twilio error code",
+}
+
+DELIVERED = f'{MSG}, status="delivered"'
+# Delivery rate of the trailing 7 days, from the recording rules in dashboards/rules.
+BASELINE = (
+    'sum(job:twilio_messages_delivered:rate1h_avg7d{job=~"$job"})\n/\n'
+    'sum(job:twilio_messages_finalized:rate1h_avg7d{job=~"$job"})'
+)
+TIME_TO_DELIVERED = thresholds((None, GREEN), (60, ORANGE), (300, RED))
+SOME_FAILED = thresholds((None, GREEN), (1, ORANGE))
+LATENCY_LINK = [dashboard_link("Callback lag & latency", LATENCY_UID)]
+
+
+def ratio(num: str, den: str, by: str = "") -> str:
+    agg = f"sum by ({by}) " if by else "sum "
+    return f"{agg}({num})\n/\n{agg}({den})"
+
+
+def rate_of(selector: str) -> str:
+    return f"rate(twilio_message_status_total{{{selector}}}[$__rate_interval])"
+
+
+def increase_of(selector: str) -> str:
+    return f"increase(twilio_message_status_total{{{selector}}}[$__range])"
+
+
+def delivery_rate() -> Json:
+    return stat(
+        "Delivery rate",
+        "Delivered / (delivered + undelivered + failed) over the selected time "
+        "range, for the selected channels and countries.",
+        [
+            target(
+                ratio(increase_of(DELIVERED), increase_of(f"{MSG}, {FINAL}")),
+                "delivery rate",
+                instant=True,
+            )
+        ],
+        "percentunit",
+        DELIVERY_RATE,
+        decimals=2,
+    )
+
+
+def baseline() -> Json:
+    return stat(
+        "7-day baseline",
+        "Traffic-weighted delivery rate of the trailing 7 days, from the "
+        "recording rules in dashboards/rules (all channels and countries). "
+        "TwilioDeliveryRateDrop fires below 90 % of it.",
+        [target(BASELINE, "7-day baseline", instant=True)],
+        "percentunit",
+        DELIVERY_RATE,
+        decimals=2,
+    )
+
+
+def delivered() -> Json:
+    return stat(
+        "Delivered",
+        "Messages that reached delivered in the selected time range.",
+        [target(f"sum({increase_of(DELIVERED)})", "delivered", instant=True)],
+        "short",
+        decimals=0,
+    )
+
+
+def failed() -> Json:
+    return stat(
+        "Undelivered + failed",
+        "Messages that ended undelivered or failed in the selected time range; "
+        "see Failures by error code below for why.",
+        [target(f"sum({increase_of(f'{MSG}, {FAILED}')})", "failed", instant=True)],
+        "short",
+        SOME_FAILED,
+        decimals=0,
+    )
+
+
+def in_flight() -> Json:
+    return stat(
+        "In flight",
+        "Messages whose current status is not final and that are not stale, read "
+        "from the exporter's store (max across replicas: each reports the "
+        "store-wide number).",
+        [
+            target(
+                f"sum(max by (status) (twilio_messages_in_flight{{{JOB}}}))",
+                "in flight",
+                instant=True,
+            )
+        ],
+        "short",
+        decimals=0,
+    )
+
+
+def went_stale() -> Json:
+    return stat(
+        "Went stale",
+        "Messages that stayed non-final past the stale timeout (default 72 h) in "
+        "the selected time range: Twilio will most likely never report them again.",
+        [
+            target(
+                f"sum(increase(twilio_messages_stale_total{{{JOB}}}[$__range]))",
+                "stale",
+                instant=True,
+            )
+        ],
+        "short",
+        SOME_FAILED,
+        decimals=0,
+    )
+
+
+def rate_vs_baseline() -> Json:
+    threshold_line = "alert threshold (90 % of baseline)"
+    return timeseries(
+        "Delivery rate vs 7-day baseline",
+        "Delivery rate of all messages of the selected jobs, against the "
+        "trailing 7-day average from the recording rules (load "
+        "dashboards/rules for the baseline lines). The dashed line is the "
+        "TwilioDeliveryRateDrop threshold, 90 % of the baseline.",
+        [
+            target(
+                ratio(rate_of(f'{JOB}, status="delivered"'), rate_of(f"{JOB}, {FINAL}")),
+                "delivery rate",
+                "A",
+            ),
+            target(BASELINE, "7-day baseline", "B"),
+            target(f"0.9 * (\n{BASELINE}\n)", threshold_line, "C"),
+        ],
+        "percentunit",
+        DELIVERY_RATE,
+        maximum=1,
+        overrides=[
+            override(
+                threshold_line,
+                **{
+                    "custom.lineStyle": {"fill": "dash", "dash": [10, 10]},
+                    "color": {"mode": "fixed", "fixedColor": RED},
+                },
+            ),
+            override("7-day baseline", color={"mode": "fixed", "fixedColor": BLUE}),
+        ],
+    )
+
+
+def rate_by_channel() -> Json:
+    return timeseries(
+        "Delivery rate by channel",
+        "Delivered / finalized per channel, for the selected channels and countries.",
+        [
+            target(
+                ratio(rate_of(DELIVERED), rate_of(f"{MSG}, {FINAL}"), "channel"),
+                "{{channel}}",
+            )
+        ],
+        "percentunit",
+        DELIVERY_RATE,
+        maximum=1,
+    )
+
+
+def rate_by_country() -> Json:
+    country_baseline = (
+        "sum by (country) ("
+        "job_country:twilio_messages_delivered:rate1h_avg7d"
+        f"{{{COUNTRY}}})\n/\n"
+        "sum by (country) ("
+        "job_country:twilio_messages_finalized:rate1h_avg7d"
+        f"{{{COUNTRY}}})"
+    )
+    return table(
+        "Delivery rate by country vs 7-day baseline",
+        "Per recipient country: delivery rate over the selected range, the 7-day "
+        "baseline from the recording rules and the number of finalized messages. "
+        "Sorted by volume.",
+        [
+            target(
+                ratio(increase_of(DELIVERED), increase_of(f"{MSG}, {FINAL}"), "country"),
+                "",
+                "A",
+                instant=True,
+                fmt="table",
+            ),
+            target(country_baseline, "", "B", instant=True, fmt="table"),
+            target(
+                f"sum by (country) ({increase_of(f'{MSG}, {FINAL}')})",
+                "",
+                "C",
+                instant=True,
+                fmt="table",
+            ),
+        ],
+        "percentunit",
+        DELIVERY_RATE,
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        "country": "Country",
+                        "Value #A": "Delivery rate",
+                        "Value #B": "7-day baseline",
+                        "Value #C": "Finalized",
+                    },
+                },
+            },
+        ],
+        overrides=[
+            override("Finalized", unit="short", decimals=0, thresholds=thresholds((None, GREEN))),
+            override("Country", unit="string"),
+            override("Delivery rate", **{"custom.cellOptions": {"type": "color-text"}}),
+        ],
+        sort_by="Finalized",
+    )
+
+
+def by_status() -> Json:
+    return timeseries(
+        "Messages by status",
+        "Status changes per second; each (message, status) pair counts once, "
+        "duplicated callbacks do not.",
+        [target(f"sum by (status) ({rate_of(MSG)})", "{{status}}")],
+        "cps",
+        stack=True,
+    )
+
+
+def finalized_by_channel() -> Json:
+    return timeseries(
+        "Finalized messages by channel",
+        "Messages reaching a final status (delivered, undelivered, failed) per second, by channel.",
+        [target(f"sum by (channel) ({rate_of(f'{MSG}, {FINAL}')})", "{{channel}}")],
+        "cps",
+        stack=True,
+    )
+
+
+def failures_by_code() -> Json:
+    return timeseries(
+        "Failures by error code",
+        "Undelivered and failed messages per second by Twilio error code. The "
+        "table on the right says what each code means; 30007 (carrier filtering) "
+        "spiking is the classic.",
+        [target(f"sum by (error_code) ({rate_of(f'{MSG}, {FAILED}')})", "{{error_code}}")],
+        "cps",
+        stack=True,
+    )
+
+
+def failures_with_meanings() -> Json:
+    # label_replace copies the code into a `meaning` column that value mappings translate.
+    expr = (
+        "label_replace(\n  sum by (error_code, status, channel) "
+        f"({increase_of(f'{MSG}, {FAILED}')}),\n"
+        '  "meaning", "$1", "error_code", "(.*)"\n) > 0'
+    )
+    meanings = {
+        code: {"text": text, "index": i} for i, (code, text) in enumerate(ERROR_CODES.items())
+    }
+    known_codes = {"type": "value", "options": meanings}
+    any_other_code = {
+        "type": "regex",
+        "options": {
+            "pattern": "^\\d{5}$",
+            "result": {"text": "See Twilio's page for this code", "index": len(meanings)},
+        },
+    }
+    twilio_docs = {
+        "title": "Twilio: error ${__value.raw}",
+        "url": "https://www.twilio.com/docs/api/errors/${__value.raw}",
+        "targetBlank": True,
+    }
+    columns = {"error_code": "Error code", "meaning": "Meaning", "status": "Status"}
+    columns |= {"channel": "Channel", "Value": "Messages"}
+    return table(
+        "Failures by error code and meaning",
+        "Undelivered and failed messages in the selected range by error code, "
+        "with what the code means (click a code for Twilio's page on it).",
+        [target(expr, "", instant=True, fmt="table")],
+        "short",
+        SOME_FAILED,
+        transformations=[
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {name: i for i, name in enumerate(columns)},
+                    "renameByName": columns,
+                },
+            }
+        ],
+        overrides=[
+            override("Error code", unit="string", links=[twilio_docs]),
+            override("Meaning", unit="string", mappings=[known_codes, any_other_code]),
+            override("Messages", decimals=0),
+        ],
+        sort_by="Messages",
+    )
+
+
+def time_to_delivered() -> Json:
+    return timeseries(
+        "Time to delivered (p50, p90, p99)",
+        "From creation (the callback URL's `created` parameter) or first sight to "
+        "delivered. Exemplar dots link to the message's trace when the exporter "
+        "exposes exemplars and the datasource has a trace destination.",
+        quantiles("twilio_message_time_to_status_seconds", f'{CHANNEL}, status="delivered"'),
+        "s",
+        TIME_TO_DELIVERED,
+        line_thresholds=True,
+        links=LATENCY_LINK,
+    )
+
+
+def time_to_delivered_heatmap() -> Json:
+    return heatmap(
+        "Time to delivered distribution",
+        "How long messages took to be delivered, per time bucket (histogram "
+        "buckets as exposed by the exporter).",
+        "twilio_message_time_to_status_seconds",
+        f'{CHANNEL}, status="delivered"',
+        "s",
+    )
+
+
+def time_to_delivered_by_channel() -> Json:
+    return timeseries(
+        "Time to delivered p90 by channel",
+        "90th percentile of creation-to-delivered, per channel.",
+        [
+            target(
+                "histogram_quantile(0.9, sum by (le, channel) "
+                "(rate(twilio_message_time_to_status_seconds_bucket"
+                f'{{{CHANNEL}, status="delivered"}}[$__rate_interval])))',
+                "{{channel}}",
+                exemplar=True,
+            )
+        ],
+        "s",
+        TIME_TO_DELIVERED,
+        links=LATENCY_LINK,
+    )
+
+
+def build() -> Json:
+    panels = layout(
+        [
+            [(row("Delivery rate"), 24, 1)],
+            [
+                (delivery_rate(), 4, 4),
+                (baseline(), 4, 4),
+                (delivered(), 4, 4),
+                (failed(), 4, 4),
+                (in_flight(), 4, 4),
+                (went_stale(), 4, 4),
+            ],
+            [(rate_vs_baseline(), 24, 8)],
+            [(rate_by_channel(), 12, 9), (rate_by_country(), 12, 9)],
+            [(row("Volume"), 24, 1)],
+            [(by_status(), 12, 8), (finalized_by_channel(), 12, 8)],
+            [(row("Failures"), 24, 1)],
+            [(failures_by_code(), 12, 9), (failures_with_meanings(), 12, 9)],
+            [(row("Time to delivered"), 24, 1)],
+            [(time_to_delivered(), 12, 9), (time_to_delivered_heatmap(), 12, 9)],
+            [(time_to_delivered_by_channel(), 24, 8)],
+        ]
+    )
+    return dashboard(
+        OVERVIEW_UID,
+        "Twilio / Delivery overview",
+        "Delivery rate against its 7-day baseline, message volume, failures by error code and "
+        "time to delivered, from twilio-status-exporter.",
+        panels,
+        variables(CHANNEL_VAR, COUNTRY_VAR),
+    )

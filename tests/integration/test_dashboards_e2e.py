@@ -1,0 +1,298 @@
+"""Every dashboard query and rule runs against a real Prometheus scraping the real service.
+
+One module-scoped run: the exporter under gunicorn, a Prometheus scraping it every second with
+dashboards/rules loaded, and two waves of signed, realistic callbacks (so every counter and
+histogram series moves between scrapes and rate() has something to see). The tests then send
+each panel, template-variable and rule query to Prometheus's HTTP API, with Grafana's variables
+substituted, and check it parses and, for the panels that show this traffic, returns data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests import dashboard_queries as dq
+from tests.integration.prometheus import Prometheus, start_prometheus
+from tests.integration.service import Service, start_service
+from tests.support import AUTH_TOKEN, callback_params, sid, wait_for
+
+EXECUTABLE = shutil.which("twilio-status-exporter")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        EXECUTABLE is None,
+        reason="the twilio-status-exporter executable is not installed (pip install -e .)",
+    ),
+]
+
+JOB = "twilio-status-exporter"
+
+# Panels that stay empty after a short, healthy run: nothing goes stale within minutes, the
+# store never fails and no OTLP endpoint is configured to drop spans.
+NEEDS_RARE_EVENTS = {
+    "Went stale",
+    "Messages going stale by last status",
+    "Answered 503 (store unavailable)",
+    "Store errors by operation",
+    "Spans dropped",
+}
+# Each wave: recipient (To), channel prefix, final status, error code.
+LIFECYCLES = [
+    ("+14155550100", "", "delivered", ""),
+    ("+14155550100", "", "delivered", ""),
+    ("+447700900123", "", "delivered", ""),
+    ("+4915112345678", "", "delivered", ""),
+    ("+14155550100", "", "undelivered", "30007"),
+    ("+447700900123", "", "undelivered", "30003"),
+    ("+4915112345678", "", "failed", "30001"),
+    ("whatsapp:+5511987654321", "whatsapp", "delivered", ""),
+    ("whatsapp:+5511987654321", "whatsapp", "read", ""),
+    ("whatsapp:+5511987654321", "whatsapp", "failed", "63016"),
+    ("+14155550100", "", "sent", ""),  # stays in flight
+]
+# The callbacks Twilio sends on the way to each final status.
+STATUSES_TO = {
+    "delivered": ("queued", "sent", "delivered"),
+    "undelivered": ("queued", "sent", "undelivered"),
+    "failed": ("queued", "failed"),
+    "read": ("queued", "sent", "delivered", "read"),
+    "sent": ("queued", "sent"),
+}
+INVALID_SIGNATURES = (2, 12)  # per wave: at least 10 in 5 minutes fires the burst alert
+
+
+@dataclass
+class Run:
+    """The running processes and what was sent."""
+
+    prometheus: Prometheus
+    service: Service
+    callbacks: int  # every POST, any outcome
+    started: float
+
+    def api(self, path: str, **params: Any) -> Any:
+        body = requests.get(f"{self.prometheus.url}/api/v1/{path}", params=params, timeout=30)
+        payload = body.json()
+        assert payload.get("status") == "success", f"{path} {params}: {payload.get('error')}"
+        return payload["data"]
+
+    def query(self, expr: str, *, instant: bool) -> list[dict[str, Any]]:
+        if instant:
+            return self.api("query", query=expr)["result"]
+        # Steps fall on start + k * step: end on a step, so the last point includes everything.
+        end = time.time()
+        start = end - math.ceil(end - self.started)
+        data = self.api("query_range", query=expr, start=start, end=end, step="1s")
+        return data["result"]
+
+
+def _raw_dlr_done_date() -> str:
+    """RawDlrDoneDate as carriers report it: YYMMDDhhmm, UTC, minute precision."""
+    return datetime.now(UTC).strftime("%y%m%d%H%M")
+
+
+def _callbacks(wave: int) -> Iterator[tuple[dict[str, str], bool]]:
+    """(form, correctly signed) for one wave of lifecycles, duplicates and rejects."""
+    for n, (to, prefix, final, error_code) in enumerate(LIFECYCLES):
+        message = sid("SM", wave * 1000 + n)
+        extra = {"To": to, **({"ChannelPrefix": prefix} if prefix else {})}
+        if prefix:
+            extra["From"] = "whatsapp:+14155238886"
+        for status in STATUSES_TO[final]:
+            form = callback_params(message, status, **extra)
+            if status in {"undelivered", "failed"}:
+                form["ErrorCode"] = error_code
+            if status in {"delivered", "undelivered"}:
+                form["RawDlrDoneDate"] = _raw_dlr_done_date()
+            yield form, True
+            if status == "delivered" and n % 3 == 0:
+                yield form, True  # Twilio retried: a duplicate
+    # Out of order: `delivered` arrives before `sent`.
+    late = sid("SM", wave * 1000 + 999)
+    yield callback_params(late, "queued"), True
+    delivered = callback_params(late, "delivered", RawDlrDoneDate=_raw_dlr_done_date())
+    yield delivered, True
+    yield callback_params(late, "sent"), True
+    # Malformed: signed, but without a status.
+    malformed = callback_params(sid("SM", wave * 1000 + 998), "queued")
+    del malformed["MessageStatus"], malformed["SmsStatus"]
+    yield malformed, True
+    for n in range(INVALID_SIGNATURES[wave]):
+        yield callback_params(sid("SM", wave * 1000 + 900 + n), "sent"), False
+
+
+def _send_wave(service: Service, wave: int) -> int:
+    sent = 0
+    with requests.Session() as session:
+        for form, signed in _callbacks(wave):
+            token = AUTH_TOKEN if signed else "not-the-auth-token"
+            response = service.post_callback(form, token=token, session=session)
+            expected = 200 if signed else 403
+            if "MessageStatus" not in form and signed:
+                expected = 400
+            assert response.status_code == expected, (
+                f"{form} answered {response.status_code} {response.text}\n{service.log()[-3000:]}"
+            )
+            sent += 1
+    return sent
+
+
+def _total_callbacks(prometheus: Prometheus) -> float:
+    result = prometheus.query(f'sum(twilio_status_callbacks_total{{job="{JOB}"}})')
+    return float(result[0]["value"][1]) if result else -1.0
+
+
+def _rules_evaluated_since(prometheus: Prometheus, since: float) -> bool:
+    groups = requests.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    evaluated = [_timestamp(r["lastEvaluation"]) for g in groups for r in g["rules"]]
+    return bool(evaluated) and min(evaluated) > since
+
+
+def _timestamp(rfc3339: str) -> float:
+    """Prometheus's RFC 3339 times carry nanoseconds; datetime takes microseconds."""
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed).timestamp()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    tmp_path: Path = tmp_path_factory.mktemp("dashboards-e2e")
+    service = start_service(tmp_path, workers=2)
+    rule_files = sorted(dq.RULES.glob("*.yaml"))
+    prometheus = start_prometheus(
+        tmp_path, [f"127.0.0.1:{service.port}"], job=JOB, rule_files=rule_files
+    )
+    try:
+        started = time.time()
+        wait_for(lambda: prometheus.scraped(JOB), timeout=30, what="a first scrape")
+        callbacks = 0
+        for wave in (0, 1):
+            callbacks += _send_wave(service, wave)
+            wait_for(
+                lambda expected=callbacks: _total_callbacks(prometheus) == expected,
+                timeout=30,
+                what=f"prometheus to scrape wave {wave} ({callbacks} callbacks)",
+            )
+        scraped_at = time.time()
+        wait_for(
+            lambda: _rules_evaluated_since(prometheus, scraped_at),
+            timeout=30,
+            what="every rule to be evaluated on the final data",
+        )
+        yield Run(prometheus, service, callbacks, started)
+    finally:
+        prometheus.stop()
+        service.stop()
+
+
+def _has_finite_value(result: list[dict[str, Any]]) -> bool:
+    values = [s["value"] for s in result if "value" in s]
+    values += [v for s in result for v in s.get("values", [])]
+    return any(math.isfinite(float(v[1])) for v in values)
+
+
+PANEL_QUERIES = [pytest.param(q, id=str(q)) for q in dq.panel_queries()]
+
+
+@pytest.mark.parametrize("query", PANEL_QUERIES)
+def test_panel_query_runs_and_shows_the_traffic(run: Run, query: dq.Query) -> None:
+    result = run.query(dq.substitute(query.expr), instant=query.instant)
+    if query.title not in NEEDS_RARE_EVENTS:
+        assert _has_finite_value(result), f"no data for {query}: {dq.substitute(query.expr)}"
+
+
+def test_exemplar_queries_are_accepted(run: Run) -> None:
+    """Panels with exemplars on ask /api/v1/query_exemplars too; those queries must parse."""
+    exprs = {
+        target["expr"]
+        for dashboard in dq.dashboards().values()
+        for panel in dq.visual_panels(dashboard)
+        for target in panel["targets"]
+        if target.get("exemplar")
+    }
+    assert exprs
+    end = time.time()
+    for expr in sorted(exprs):
+        run.api("query_exemplars", query=dq.substitute(expr), start=run.started, end=end)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"job": JOB, "channel": "sms", "country": "US"},
+        {"job": JOB, "channel": "(sms|whatsapp)", "country": "(US|BR)"},
+        {"from_status": "sent", "to_status": "delivered", "channel": "sms"},
+    ],
+    ids=["single values", "multi-value regex", "one stage"],
+)
+def test_panel_queries_run_with_concrete_variable_values(run: Run, values: dict) -> None:
+    for query in dq.panel_queries():
+        run.query(dq.substitute(query.expr, values), instant=query.instant)  # raises on error
+
+
+@pytest.mark.parametrize("query", [pytest.param(q, id=str(q)) for q in dq.variable_queries()])
+def test_template_variable_lists_values(run: Run, query: dq.Query) -> None:
+    selector, label = dq.label_values_call(query.expr)
+    values = run.api(f"label/{label}/values", **{"match[]": dq.substitute(selector)})
+    assert values, f"{query}: no {label} values"
+
+
+def test_channel_and_country_variables_list_what_was_sent(run: Run) -> None:
+    selector = 'twilio_message_status_total{job=~".*"}'
+    assert {"sms", "whatsapp"} <= set(run.api("label/channel/values", **{"match[]": selector}))
+    countries = set(run.api("label/country/values", **{"match[]": selector}))
+    assert {"US", "GB", "DE", "BR"} <= countries
+
+
+@pytest.mark.parametrize("query", [pytest.param(q, id=q.title) for q in dq.rule_queries()])
+def test_rule_expression_runs(run: Run, query: dq.Query) -> None:
+    result = run.query(query.expr, instant=True)
+    if query.ref == "record":
+        assert _has_finite_value(result), f"{query.title} returned no data"
+
+
+def test_every_rule_evaluates_without_error(run: Run) -> None:
+    def evaluated() -> list[dict[str, Any]] | None:
+        groups = run.api("rules")["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        return rules if all(r["health"] != "unknown" for r in rules) else None
+
+    rules = wait_for(evaluated, timeout=30, what="every rule to be evaluated")
+    assert len(rules) == sum(1 for _ in dq.rules())
+    broken = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
+    assert not broken
+
+
+def test_recorded_delivery_rate_is_between_zero_and_one(run: Run) -> None:
+    result = wait_for(
+        lambda: run.query(f'job:twilio_delivery_rate:ratio_rate1h{{job="{JOB}"}}', instant=True),
+        timeout=30,
+        what="the delivery-rate recording rule",
+    )
+    assert 0 < float(result[0]["value"][1]) < 1
+
+
+def test_invalid_signature_burst_alert_fires(run: Run) -> None:
+    def firing() -> bool:
+        alerts = run.api("alerts")["alerts"]
+        return any(
+            a["labels"]["alertname"] == "TwilioInvalidSignatureBurst" and a["state"] == "firing"
+            for a in alerts
+        )
+
+    wait_for(firing, timeout=30, what="TwilioInvalidSignatureBurst to fire")
+    alerts = {a["labels"]["alertname"] for a in run.api("alerts")["alerts"]}
+    assert "TwilioStatusExporterDown" not in alerts
+    assert "TwilioSignatureValidationDisabled" not in alerts
