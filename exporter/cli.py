@@ -1,4 +1,4 @@
-"""`twilio-status-exporter`: serve, simulate, show.
+"""`twilio-status-exporter`: serve, simulate, reconcile, show, migrate.
 
 Imports of the service's modules happen inside the commands: `serve` must set up the
 multiprocess metrics directory before anything imports prometheus_client.
@@ -66,19 +66,35 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     simulate = commands.add_parser("simulate", help="send realistic signed callback traffic")
-    try:
-        from exporter import simulate as simulation
-    except ImportError:  # pragma: no cover - the simulator ships with the package
-        simulate.set_defaults(run=lambda _args: _unavailable("simulate"))
-    else:
-        simulation.add_arguments(simulate)
-        simulate.set_defaults(run=simulation.run)
+    from exporter import simulate as simulation  # argparse only: cheap
+
+    simulation.add_arguments(simulate)
+    simulate.set_defaults(run=simulation.run)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="poll Twilio's REST API for statuses whose callbacks never arrived",
+        description="Poll Twilio's REST API for messages stuck in a non-final status, and "
+        "add the messages Twilio lists for a day that the store never saw. Credentials: "
+        "TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET.",
+    )
+    from exporter.reconcile import command as reconcile_command  # argparse only: cheap
+
+    reconcile_command.add_arguments(reconcile)
+    reconcile.set_defaults(run=reconcile_command.run)
 
     show = commands.add_parser("show", help="print one message's recorded lifecycle")
     show.add_argument("sid", metavar="SID", help="the MessageSid")
     show.add_argument("--store", metavar="VALUE", help="store URL [EXPORTER_STORE]")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.set_defaults(run=run_show)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the store's schema, then exit (serve also does it at start)",
+    )
+    migrate.add_argument("--store", metavar="VALUE", help="store URL [EXPORTER_STORE]")
+    migrate.set_defaults(run=run_migrate)
     return parser
 
 
@@ -159,6 +175,31 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema up to date: one step of a deployment, before the replicas."""
+    from exporter.config import ConfigError, Settings, redact_url
+    from exporter.startup import fail
+    from exporter.store import StoreUnavailable, open_store
+
+    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")  # migrate validates nothing
+    if args.store:
+        env["EXPORTER_STORE"] = args.store
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as ex:
+        fail(str(ex))
+    try:
+        store = open_store(settings.store_url)
+        store.check_writable()  # a store creates or upgrades its schema before any write
+    except (StoreUnavailable, OSError, ValueError) as ex:
+        fail(f"EXPORTER_STORE: cannot migrate {redact_url(settings.store_url)}: {ex}")
+    version = getattr(store, "schema_version", None)
+    store.close()
+    at = f" at schema version {version}" if version is not None else ""
+    print(f"twilio-status-exporter: store {redact_url(settings.store_url)} is up to date{at}")
+    return 0
+
+
 def _time(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -170,11 +211,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
-
-
-def _unavailable(command: str) -> int:
-    print(f"twilio-status-exporter: {command} is not available in this build", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -130,12 +130,16 @@ class Metrics:
         ).set(1 if signature_validation else 0)
 
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
-        """Count one recorded callback: duplicates only in the callback counter."""
+        """Count one recorded event: duplicates only as a callback outcome. Statuses from
+        polls count per status like any other, but they were no callback request."""
         transition = recorded.transition
+        is_callback = event.source == "callback"
         if transition is None:
-            self.callbacks["duplicate"].inc()
+            if is_callback:
+                self.callbacks["duplicate"].inc()
             return
-        self.callbacks["accepted"].inc()
+        if is_callback:
+            self.callbacks["accepted"].inc()
         status = event.status_label
         channel = recorded.message.channel
         if transition.out_of_order:

@@ -1,0 +1,12 @@
+"""Reconciliation with Twilio's REST API (`twilio-status-exporter reconcile`).
+
+Twilio's logging guidance: callbacks can be lost, so poll a message that has no final status
+after 12 hours, and reconcile the record against Twilio's message list every day.
+
+    api.py       the twilio client (through its http_client hook), retries with backoff
+    messages.py  the Message resource as a value, and the poll event made of it
+    engine.py    one run: walk the list for a window, then poll the stuck messages
+    command.py   the CLI verb: options, summary, --every
+
+Nothing is imported here, so building the CLI parser stays cheap.
+"""

@@ -1,0 +1,163 @@
+"""`twilio-status-exporter simulate`: send realistic, signed StatusCallback traffic to a URL.
+
+For demos (start the service, start the simulator, open the dashboards) and as the load
+generator of the benchmark and the end-to-end tests. The engine is `exporter.simulation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import phonenumbers
+
+from exporter.simulation import (
+    CallbackSender,
+    ScheduledCallback,
+    TrafficProfile,
+    generate_callbacks,
+    sign,
+    summary_json,
+    summary_table,
+)
+from exporter.simulation.model import DEFAULT_REGIONS, QUERY_FEATURES
+from exporter.simulation.report import exit_code, progress_line
+
+__all__ = ["ScheduledCallback", "add_arguments", "generate_callbacks", "run", "sign"]
+
+DEFAULT_URL = "http://127.0.0.1:8080/twilio/status"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `simulate` options to `parser`."""
+    add = parser.add_argument
+    add("--url", default=DEFAULT_URL, help=f"callback URL to POST to (default {DEFAULT_URL})")
+    add("--auth-token", help="token to sign with (default: first of env TWILIO_AUTH_TOKEN)")
+    add("--rate", type=float, default=20.0, help="callbacks/s; 0 = as fast as possible (20)")
+    add("--messages", type=int, help="messages to simulate (default: until --duration or ^C)")
+    add("--duration", type=float, help="stop after this many seconds")
+    add("--concurrency", type=int, default=4, help="parallel connections (4)")
+    add("--seed", type=int, help="random seed; the same seed sends the same traffic")
+    add(
+        "--time-compression",
+        type=float,
+        default=60.0,
+        metavar="FACTOR",
+        help="lifecycle seconds per real second (60: a minute of lifecycle per second)",
+    )
+    add("--duplicate-rate", type=float, default=0.02, help="share of callbacks repeated (0.02)")
+    add(
+        "--out-of-order-rate",
+        type=float,
+        default=0.02,
+        help="share of callbacks overtaken by a later status of their message (0.02)",
+    )
+    add(
+        "--invalid-signature-rate",
+        type=float,
+        default=0.0,
+        help="share of callbacks also sent with a wrong signature, expecting 403 (0)",
+    )
+    add(
+        "--initial-status-rate",
+        type=float,
+        default=0.02,
+        help="share of messages whose initial status (queued/accepted/scheduled) is sent (0.02)",
+    )
+    add(
+        "--with-query",
+        default=",".join(sorted(QUERY_FEATURES)),
+        metavar="LIST",
+        help="callback URL query parameters: any of created,tags,traceparent, or 'none'",
+    )
+    add("--countries", help="destination regions, e.g. US,GB,IN, or 'all' (default: a mix)")
+    add("--timeout", type=float, default=10.0, help="per-request timeout in seconds (10)")
+    add("--summary-json", type=Path, metavar="PATH", help="also write the summary as JSON")
+    add("--quiet", action="store_true", help="no progress line, summary only")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulation described by `args`; 0 when every answer was as expected."""
+    try:
+        token, profile = _token(args), _profile(args)
+        sender = CallbackSender(args.url, token, args.concurrency, args.timeout)
+    except ValueError as ex:
+        print(f"simulate: {ex}", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    messages = args.messages
+    if messages is None and args.duration is None and not args.quiet:
+        print("simulate: no --messages or --duration: running until ^C", file=sys.stderr)
+    if not args.quiet:
+        print(f"simulate: seed {seed}, sending to {args.url}", file=sys.stderr)
+    callbacks = generate_callbacks(seed, messages, profile)
+    done = threading.Event()
+    progress = None
+    if not args.quiet:
+        progress = threading.Thread(target=_report_progress, args=(sender, done), daemon=True)
+        progress.start()
+    results = sender.run(callbacks, paced=profile.rate > 0, duration=args.duration)
+    done.set()
+    if progress is not None:
+        progress.join()
+    print(summary_table(results))
+    if args.summary_json is not None:
+        data = summary_json(results) | {"seed": seed, "url": args.url}
+        args.summary_json.write_text(json.dumps(data, indent=2) + "\n")
+    return exit_code(results)
+
+
+def _token(args: argparse.Namespace) -> str:
+    token: str | None = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
+    if not token:
+        raise ValueError("no auth token: pass --auth-token or set TWILIO_AUTH_TOKEN")
+    return token.split(",")[0].strip()
+
+
+def _profile(args: argparse.Namespace) -> TrafficProfile:
+    if args.messages is not None and args.messages < 1:
+        raise ValueError(f"--messages must be >= 1, got {args.messages}")
+    if args.duration is not None and args.duration <= 0:
+        raise ValueError(f"--duration must be > 0 seconds, got {args.duration}")
+    features = {f.strip() for f in args.with_query.split(",") if f.strip()} - {"none"}
+    return TrafficProfile(
+        rate=args.rate,
+        time_compression=args.time_compression,
+        duplicate_rate=args.duplicate_rate,
+        out_of_order_rate=args.out_of_order_rate,
+        invalid_signature_rate=args.invalid_signature_rate,
+        initial_status_rate=args.initial_status_rate,
+        query=frozenset(features),
+        regions=_regions(args.countries),
+        epoch=time.time(),
+    )
+
+
+def _regions(countries: str | None) -> tuple[tuple[str, float], ...]:
+    if not countries:
+        return DEFAULT_REGIONS
+    if countries.strip().lower() == "all":
+        codes = sorted(phonenumbers.SUPPORTED_REGIONS)
+        mobile = phonenumbers.PhoneNumberType.MOBILE
+        return tuple((c, 1.0) for c in codes if phonenumbers.example_number_for_type(c, mobile))
+    codes = [c.strip().upper() for c in countries.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown or not codes:
+        raise ValueError(f"--countries: unknown ISO regions {unknown}; e.g. US,GB,IN or 'all'")
+    return tuple((c, 1.0) for c in codes)
+
+
+def _report_progress(sender: CallbackSender, done: threading.Event) -> None:
+    live = sys.stderr.isatty()
+    interval = 1.0 if live else 10.0
+    while not done.wait(interval):
+        line = progress_line(sender.snapshot())
+        print(f"\r\x1b[2K{line}" if live else line, end="" if live else "\n", file=sys.stderr)
+    if live:
+        print(file=sys.stderr)

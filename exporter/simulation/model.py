@@ -1,0 +1,110 @@
+"""The simulator's vocabulary: what traffic to generate and what one planned callback is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlencode
+
+# Twilio's outbound order (SPEC section 6); canceled ends a scheduled message before queued.
+STATUS_RANK: dict[str, int] = {
+    "accepted": 0,
+    "scheduled": 0,
+    "canceled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+}
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
+QUERY_FEATURES = frozenset({"traceparent", "created", "tags"})
+
+# Destination mix (ISO region, weight): several countries, US-heavy like most senders.
+DEFAULT_REGIONS: tuple[tuple[str, float], ...] = (
+    ("US", 40.0),
+    ("GB", 10.0),
+    ("IN", 10.0),
+    ("DE", 8.0),
+    ("BR", 8.0),
+    ("MX", 6.0),
+    ("CA", 5.0),
+    ("FR", 5.0),
+    ("AU", 4.0),
+    ("NG", 4.0),
+)
+
+
+class Outcome(StrEnum):
+    """How the exporter should count a callback (its `outcome` label, SPEC section 7)."""
+
+    ACCEPTED = "accepted"
+    OUT_OF_ORDER = "out_of_order"  # accepted, and also counted as out of order
+    DUPLICATE = "duplicate"
+    INVALID_SIGNATURE = "invalid_signature"
+
+
+@dataclass(frozen=True)
+class TrafficProfile:
+    """What traffic to generate. Rates are probabilities per callback.
+
+    `rate` is the target callbacks per real second (0 = as fast as possible: `due` is then
+    only an ordering). `time_compression` divides every lifecycle delay: 60 shows one minute
+    of lifecycle per real second. `epoch` is the wall-clock time of the simulation's start.
+    """
+
+    rate: float = 20.0
+    time_compression: float = 60.0
+    duplicate_rate: float = 0.02
+    out_of_order_rate: float = 0.02
+    invalid_signature_rate: float = 0.0
+    initial_status_rate: float = 0.02
+    query: frozenset[str] = QUERY_FEATURES
+    regions: tuple[tuple[str, float], ...] = DEFAULT_REGIONS
+    epoch: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z: reproducible unless told otherwise
+
+    def __post_init__(self) -> None:
+        probabilities = (
+            "duplicate_rate",
+            "out_of_order_rate",
+            "invalid_signature_rate",
+            "initial_status_rate",
+        )
+        for name in probabilities:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.rate < 0:
+            raise ValueError(f"rate must be >= 0 callbacks/s, got {self.rate}")
+        if self.time_compression <= 0:
+            raise ValueError(f"time_compression must be > 0, got {self.time_compression}")
+        unknown = self.query - QUERY_FEATURES
+        if unknown:
+            raise ValueError(f"unknown query features {sorted(unknown)}; use {QUERY_FEATURES}")
+
+
+@dataclass(frozen=True)
+class ScheduledCallback:
+    """One StatusCallback request Twilio would make, and when (real seconds after start)."""
+
+    due: float
+    lifecycle_time: float  # uncompressed seconds since the message was created
+    message_sid: str
+    status: str
+    params: dict[str, str]
+    query: dict[str, str] = field(default_factory=dict)
+    expected: Outcome = Outcome.ACCEPTED
+    concurrent_copy: bool = False  # a duplicate sent at the same moment on another connection
+
+    def url(self, base: str) -> str:
+        """The full callback URL (the signed one): `base` plus this message's query."""
+        if not self.query:
+            return base
+        separator = "&" if "?" in base else "?"
+        return base + separator + urlencode(self.query)
+
+    def body(self) -> bytes:
+        """The form-encoded request body, as Twilio posts it."""
+        return urlencode(self.params).encode("ascii")

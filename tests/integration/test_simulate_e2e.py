@@ -1,0 +1,108 @@
+"""`twilio-status-exporter simulate` against the real service: what it sent is what is counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.service import Service
+from tests.support import AUTH_TOKEN, wait_for
+
+EXECUTABLE = shutil.which("twilio-status-exporter")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        EXECUTABLE is None,
+        reason="the twilio-status-exporter executable is not installed (pip install -e .)",
+    ),
+]
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of the metric `name`, keyed by its sorted labels."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def _callbacks_by_outcome(service: Service) -> dict[str, float]:
+    samples = _samples(service.metrics_text(), "twilio_status_callbacks_total")
+    return {dict(labels)["outcome"]: value for labels, value in samples.items()}
+
+
+def _simulate(service: Service, summary_path: Path, *options: str) -> dict[str, Any]:
+    assert EXECUTABLE is not None
+    command = [EXECUTABLE, "simulate", "--url", service.status_url, "--quiet"]
+    command += ["--summary-json", str(summary_path), *options]
+    env = {**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{service.log()[-3000:]}"
+    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    return summary
+
+
+def test_simulated_traffic_is_accepted_and_counted_exactly(
+    service_factory: Callable[..., Service], tmp_path: Path
+) -> None:
+    service = service_factory(workers=3)
+
+    summary = _simulate(
+        service, tmp_path / "summary.json",
+        "--messages", "400", "--rate", "0", "--concurrency", "8", "--seed", "42",
+        "--duplicate-rate", "0.1", "--out-of-order-rate", "0.1",
+        "--invalid-signature-rate", "0.05", "--initial-status-rate", "0.1",
+    )  # fmt: skip
+
+    planned, responses = summary["planned"], summary["responses"]
+    assert responses["5xx"] == 0
+    assert responses["error"] == 0
+    assert responses["4xx"] == 0
+    assert responses["403"] == planned["invalid_signature"] > 0
+    assert responses["2xx"] == summary["sent"] - planned["invalid_signature"]
+    first_copies = planned["accepted"] + planned["out_of_order"]
+    counted = wait_for(
+        lambda: (c := _callbacks_by_outcome(service)).get("accepted") == first_copies and c,
+        timeout=30,
+        what="the exporter to count every simulated callback",
+    )
+    assert counted["duplicate"] == planned["duplicate"] > 0
+    assert counted["invalid_signature"] == planned["invalid_signature"]
+    assert counted.get("error", 0) == 0
+    assert counted.get("malformed", 0) == 0
+    text = service.metrics_text()
+    assert sum(_samples(text, "twilio_message_status_total").values()) == first_copies
+    out_of_order = sum(_samples(text, "twilio_status_callbacks_out_of_order_total").values())
+    # Simultaneous duplicates race on separate connections, which can move a few callbacks
+    # in or out of order; everything else arrives in the planned order.
+    assert out_of_order == pytest.approx(planned["out_of_order"], abs=max(3, 0.1 * out_of_order))
+
+
+def test_paced_demo_run_with_time_compression_reaches_final_statuses(
+    service_factory: Callable[..., Service], tmp_path: Path
+) -> None:
+    service = service_factory(workers=2)
+
+    summary = _simulate(
+        service, tmp_path / "summary.json",
+        "--duration", "4", "--rate", "150", "--time-compression", "3600", "--seed", "7",
+    )  # fmt: skip
+
+    assert summary["sent"] > 200
+    assert summary["unexpected"] == dict.fromkeys(summary["unexpected"], 0)
+    statuses = {
+        dict(labels)["status"]
+        for labels in _samples(service.metrics_text(), "twilio_message_status_total")
+    }
+    assert {"sent", "delivered"} <= statuses
