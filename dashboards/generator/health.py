@@ -7,6 +7,7 @@ from generator.grafana import (
     GREEN,
     HEALTH_UID,
     JOB,
+    OK_ONLY,
     ORANGE,
     OVERVIEW_UID,
     RED,
@@ -211,6 +212,41 @@ def scrape_duration() -> Json:
     )
 
 
+def last_reconcile() -> Json:
+    return stat(
+        "Last successful reconcile",
+        "Time since `twilio-status-exporter reconcile` last finished without errors (read "
+        "from the store). Empty until it first runs. Alert: TwilioReconcileNotSucceeding.",
+        [
+            target(
+                f"time() - max(twilio_reconcile_last_success_timestamp_seconds{{{JOB}}})",
+                "since last success",
+                instant=True,
+            )
+        ],
+        "s",
+        thresholds((None, GREEN), (86400 + 7200, ORANGE), (2 * 86400, RED)),
+    )
+
+
+def reconcile_results() -> Json:
+    return timeseries(
+        "Reconciled messages by result",
+        "What reconcile runs found, per second (daily runs show as spikes): missed = "
+        "messages never seen, updated = statuses only the API knew; both are lost "
+        "callbacks. Alert: TwilioCallbacksLost.",
+        [
+            target(
+                # Every replica reports the same store-backed totals: max, not sum.
+                f"max by (result) (rate(twilio_reconcile_messages_total{{{JOB}}}{RI}))",
+                "{{result}}",
+            )
+        ],
+        "cps",
+        OK_ONLY,
+    )
+
+
 def build() -> Json:
     panels = layout(
         [
@@ -228,13 +264,16 @@ def build() -> Json:
             [(handler_latency(), 12, 8), (handler_latency_heatmap(), 12, 8)],
             [(row("Dependencies"), 24, 1)],
             [(store_errors(), 8, 8), (spans_dropped(), 8, 8), (scrape_duration(), 8, 8)],
+            [(row("Reconciliation"), 24, 1)],
+            [(last_reconcile(), 6, 8), (reconcile_results(), 18, 8)],
         ]
     )
     return dashboard(
         HEALTH_UID,
         "Twilio / Exporter health",
         "twilio-status-exporter's own health: targets, version, signature validation, request "
-        "rate and rejects by reason, handler latency, store errors and dropped spans.",
+        "rate and rejects by reason, handler latency, store errors, dropped spans and "
+        "reconciliation with Twilio's API.",
         panels,
         variables(),
     )
