@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 import falcon
-from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -16,6 +16,7 @@ from exporter.callbacks import StatusCallbackResource
 from exporter.config import Settings
 from exporter.ingest import Ingestor
 from exporter.metrics import InFlightCollector, Metrics, ReconcileCollector
+from exporter.multiprocess_metrics import MergedFilesCollector
 from exporter.signature import SignatureChecker
 from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
 from exporter.sweeper import Sweeper
@@ -89,7 +90,10 @@ class MetricsResource:
         ]
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
-        if not telemetry.multiprocess:
+        if telemetry.multiprocess:
+            # Kept for the life of the worker: it caches the files' parsed series keys.
+            self._worker_files = MergedFilesCollector(os.environ[MULTIPROC_ENV])
+        else:
             for collector in self._store_collectors:
                 telemetry.registry.register(collector)
 
@@ -103,7 +107,7 @@ class MetricsResource:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._worker_files)
         for collector in self._store_collectors:
             registry.register(collector)
         return registry
