@@ -124,17 +124,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from exporter.config import ConfigError, Settings
-    from exporter.startup import fail
+    from exporter.startup import fail, store_command_settings
     from exporter.store import StoreUnavailable, open_store
 
-    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")  # show validates nothing
-    if args.store:
-        env["EXPORTER_STORE"] = args.store
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as ex:
-        fail(str(ex))
+    settings = store_command_settings(args.store)
     try:
         history = open_store(settings.store_url).history(args.sid)
     except StoreUnavailable as ex:
@@ -177,17 +170,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Bring the store's schema up to date: one step of a deployment, before the replicas."""
-    from exporter.config import ConfigError, Settings, redact_url
-    from exporter.startup import fail
+    from exporter.config import redact_url
+    from exporter.startup import fail, store_command_settings
     from exporter.store import StoreUnavailable, open_store
 
-    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")  # migrate validates nothing
-    if args.store:
-        env["EXPORTER_STORE"] = args.store
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as ex:
-        fail(str(ex))
+    settings = store_command_settings(args.store)
     try:
         store = open_store(settings.store_url)
         store.check_writable()  # a store creates or upgrades its schema before any write

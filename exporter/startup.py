@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import NoReturn
 
@@ -33,6 +34,18 @@ def check_startup() -> Settings:
             "who can reach this service can forge callbacks. Use this for local demos only."
         )
     return settings
+
+
+def store_command_settings(store: str | None) -> Settings:
+    """Settings for a command that only works on the store (show, migrate, reconcile): there
+    is no signature to validate; a bad value ends the command with one line naming it."""
+    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")
+    if store:
+        env["EXPORTER_STORE"] = store
+    try:
+        return Settings.from_env(env)
+    except ConfigError as ex:
+        fail(str(ex))
 
 
 def fail(message: str) -> NoReturn:

@@ -160,16 +160,11 @@ def _loop(
 
 
 def _open_store(args: argparse.Namespace) -> tuple[Settings, ReconcileStore]:
-    from exporter.config import ConfigError, Settings, redact_url
+    from exporter.config import redact_url
+    from exporter.startup import store_command_settings
     from exporter.store import ReconcileStore, StoreUnavailable, open_store
 
-    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")  # no signatures to check
-    if args.store:
-        env["EXPORTER_STORE"] = args.store
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as ex:
-        _fail(str(ex))
+    settings = store_command_settings(args.store)
     try:
         store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     except (StoreUnavailable, OSError, ValueError) as ex:
@@ -328,5 +323,6 @@ def _page_size(text: str) -> int:
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"twilio-status-exporter: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    from exporter.startup import fail
+
+    fail(message)
