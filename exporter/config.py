@@ -92,12 +92,12 @@ class Settings:
             insecure_skip_signature=skip,
             shared_keys=shared_keys,
             trusted_proxies=_networks(env.get("EXPORTER_TRUSTED_PROXIES", "")),
-            max_body_bytes=_int(env, "EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+            max_body_bytes=env_int(env, "EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
             stale_after=_duration(env, "EXPORTER_STALE_AFTER", DEFAULT_STALE_AFTER, 1.0),
             retention=_duration(env, "EXPORTER_RETENTION", DEFAULT_RETENTION, 0.0),
             sweep_interval=_duration(env, "EXPORTER_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL, 0.1),
             metric_tags=tuple(metric_tags),
-            metric_tag_values_max=_int(env, "EXPORTER_METRIC_TAG_VALUES_MAX", 50, 1),
+            metric_tag_values_max=env_int(env, "EXPORTER_METRIC_TAG_VALUES_MAX", 50, 1),
             redact_phone_numbers=_flag(env, "EXPORTER_REDACT_PHONE_NUMBERS", default=True),
             sqlite_synchronous=synchronous,
         )
@@ -126,7 +126,8 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raise ConfigError(name, f"{value!r} is not a boolean; use 1 or 0")
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """A whole number from the environment, at least `minimum`; ConfigError naming it if not."""
     value = env.get(name, "").strip()
     if not value:
         return default

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, env_int
 
 EXPORTERS = ("otlp", "console")
 # The OpenTelemetry specification: "the default transport SHOULD be http/protobuf". The Python
@@ -82,10 +82,10 @@ def _protocol(env: Mapping[str, str]) -> str:
 
 def _queue_sizes(env: Mapping[str, str]) -> int:
     """OTEL_BSP_MAX_QUEUE_SIZE, after checking every OTEL_BSP_* value the SDK would reject."""
-    queue = _positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
-    batch = _positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE)
-    _positive_int(env, "OTEL_BSP_SCHEDULE_DELAY", 1)
-    _positive_int(env, "OTEL_BSP_EXPORT_TIMEOUT", 1)
+    queue = env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE, 1)
+    batch = env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE, 1)
+    env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 1, 1)
+    env_int(env, "OTEL_BSP_EXPORT_TIMEOUT", 1, 1)
     if batch > queue:
         raise ConfigError(
             "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
@@ -107,16 +107,3 @@ def _export_timeout(env: Mapping[str, str]) -> float | None:
             raise ConfigError(variable, "must be a positive number of seconds")
         return None  # valid: the exporter reads it itself
     return DEFAULT_EXPORT_TIMEOUT_SECONDS
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(name, f"{value!r} is not a whole number") from None
-    if number <= 0:
-        raise ConfigError(name, "must be a positive whole number")
-    return number
