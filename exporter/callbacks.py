@@ -81,9 +81,20 @@ class StatusCallbackResource:
                 description="The callback was not recorded; retry later.",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
+        except Exception:
+            log.exception("callback for %s not recorded: unexpected error", event.message_sid)
+            self._metrics.callbacks["error"].inc()
+            raise falcon.HTTPInternalServerError(
+                title="Internal error",
+                description="The callback was not recorded; retry later.",
+            ) from None
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_TEXT
         resp.data = b""
+
+    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Falcon answers OPTIONS by itself; this endpoint takes POST and nothing else.
+        raise falcon.HTTPMethodNotAllowed(["POST"])
 
     def _read_body(self, req: falcon.Request) -> bytes:
         limit = self._settings.max_body_bytes

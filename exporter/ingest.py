@@ -3,10 +3,17 @@ record it durably, then report it to metrics and traces."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 from exporter.events import StatusEvent
 from exporter.metrics import Metrics
 from exporter.store import Recorded, Store
 from exporter.tracing import MessageTracer
+
+log = logging.getLogger(__name__)
+# A reporting bug would otherwise log a traceback per callback.
+REPORT_ERROR_LOG_INTERVAL = 60.0
 
 
 class Ingestor:
@@ -17,9 +24,17 @@ class Ingestor:
         self.store = store
         self.metrics = metrics
         self.tracer = tracer
+        self._report_error_logged_at = float("-inf")
 
     def ingest(self, event: StatusEvent) -> Recorded:
         recorded = self.store.record(event)
-        self.metrics.record_outcome(event, recorded)
-        self.tracer.record(event, recorded)
+        try:
+            self.metrics.record_outcome(event, recorded)
+            self.tracer.record(event, recorded)
+        except Exception:
+            # The event is committed: its sender gets its 200 whatever happens to reporting.
+            now = time.monotonic()
+            if now - self._report_error_logged_at >= REPORT_ERROR_LOG_INTERVAL:
+                self._report_error_logged_at = now
+                log.exception("recorded %s but could not report it", event.message_sid)
         return recorded

@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 from exporter.app import Telemetry, create_app
 from exporter.config import Settings
 from exporter.events import StatusEvent
+from exporter.metrics import Metrics
 from exporter.store import Recorded, StoreUnavailable
 from exporter.store.sqlite import SQLiteStore
+from exporter.tracing import NoTracer
 from tests.support import callback_params, sid, signed_request
 
 HOST = "http://falconframework.org"  # falcon.testing's default Host
@@ -127,9 +129,11 @@ def test_oversized_body_is_413_before_anything_else(client: falcon.testing.TestC
     assert result.status_code == 413
 
 
-def test_other_methods_are_405(client: falcon.testing.TestClient) -> None:
-    assert client.simulate_get(PATH).status_code == 405
-    assert client.simulate_put(PATH).status_code == 405
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_405(client: falcon.testing.TestClient, method: str) -> None:
+    result = client.simulate_request(method, PATH)
+    assert result.status_code == 405
+    assert "POST" in result.headers["allow"]
 
 
 def test_unknown_status_is_accepted_with_label_other(
@@ -241,3 +245,36 @@ def test_insecure_mode_accepts_unsigned_callbacks(
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert result.status_code == 200
+
+
+class BrokenStore(SQLiteStore):
+    """A store with a bug: anything but StoreUnavailable."""
+
+    def record(self, event: StatusEvent) -> Recorded:
+        raise RuntimeError("a bug")
+
+
+def test_unexpected_error_is_a_clear_500_and_counted(
+    settings: Settings, telemetry: Telemetry, registry: CollectorRegistry, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    client = falcon.testing.TestClient(
+        create_app(settings, BrokenStore(str(tmp_path / "x.db")), telemetry)
+    )
+    result = post(client, callback_params(SID, "sent"))
+    assert result.status_code == 500
+    assert result.json["description"] == "The callback was not recorded; retry later."
+    assert sample(registry, "twilio_status_callbacks_total", outcome="error") == 1
+
+
+class BrokenTracer(NoTracer):
+    def record(self, event: StatusEvent, recorded: Recorded) -> None:
+        raise RuntimeError("a reporting bug")
+
+
+def test_committed_callback_gets_its_200_even_if_reporting_fails(
+    settings: Settings, sqlite_store: SQLiteStore, registry: CollectorRegistry, metrics: Metrics
+) -> None:
+    telemetry = Telemetry(registry, metrics, BrokenTracer())
+    client = falcon.testing.TestClient(create_app(settings, sqlite_store, telemetry))
+    assert post(client, callback_params(SID, "sent")).status_code == 200
+    assert sqlite_store.history(SID) is not None
