@@ -32,18 +32,47 @@ from exporter.simulation.report import exit_code, progress_line
 __all__ = ["ScheduledCallback", "add_arguments", "generate_callbacks", "run", "sign"]
 
 DEFAULT_URL = "http://127.0.0.1:8080/twilio/status"
+EXAMPLES = """examples:
+  demo, a minute of lifecycle per second until ^C:
+    twilio-status-exporter simulate
+  load, 100,000 messages as fast as possible on 16 connections:
+    twilio-status-exporter simulate --messages 100000 --rate 0 --concurrency 16 --quiet
+  exercise the 403 path and duplicates, reproducibly:
+    twilio-status-exporter simulate --messages 500 --invalid-signature-rate 0.05 \\
+      --duplicate-rate 0.1 --seed 42 --summary-json summary.json
+
+Exit status: 0 when every answer was the expected one; 1 on any 5xx, connection failure,
+rejected valid callback or accepted forged one; 2 on bad options."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `simulate` options to `parser`."""
+    parser.description = "Send realistic, correctly signed Twilio StatusCallback traffic to a URL."
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--url", default=DEFAULT_URL, help=f"callback URL to POST to (default {DEFAULT_URL})")
-    add("--auth-token", help="token to sign with (default: first of env TWILIO_AUTH_TOKEN)")
-    add("--rate", type=float, default=20.0, help="callbacks/s; 0 = as fast as possible (20)")
-    add("--messages", type=int, help="messages to simulate (default: until --duration or ^C)")
-    add("--duration", type=float, help="stop after this many seconds")
-    add("--concurrency", type=int, default=4, help="parallel connections (4)")
-    add("--seed", type=int, help="random seed; the same seed sends the same traffic")
+    add(
+        "--auth-token",
+        metavar="TOKEN",
+        help="token to sign with (default: first of env TWILIO_AUTH_TOKEN)",
+    )
+    add(
+        "--rate",
+        type=float,
+        default=20.0,
+        metavar="PER_SECOND",
+        help="callbacks/s; 0 = as fast as possible (20)",
+    )
+    add(
+        "--messages",
+        type=int,
+        metavar="N",
+        help="messages to simulate (default: until --duration or ^C)",
+    )
+    add("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    add("--concurrency", type=int, default=4, metavar="N", help="parallel connections (4)")
+    add("--seed", type=int, metavar="N", help="random seed; the same seed sends the same traffic")
     add(
         "--time-compression",
         type=float,
@@ -51,22 +80,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FACTOR",
         help="lifecycle seconds per real second (60: a minute of lifecycle per second)",
     )
-    add("--duplicate-rate", type=float, default=0.02, help="share of callbacks repeated (0.02)")
+    add(
+        "--duplicate-rate",
+        type=float,
+        default=0.02,
+        metavar="SHARE",
+        help="share of callbacks repeated (0.02)",
+    )
     add(
         "--out-of-order-rate",
         type=float,
+        metavar="SHARE",
         default=0.02,
         help="share of callbacks overtaken by a later status of their message (0.02)",
     )
     add(
         "--invalid-signature-rate",
         type=float,
+        metavar="SHARE",
         default=0.0,
         help="share of callbacks also sent with a wrong signature, expecting 403 (0)",
     )
     add(
         "--initial-status-rate",
         type=float,
+        metavar="SHARE",
         default=0.02,
         help="share of messages whose initial status (queued/accepted/scheduled) is sent (0.02)",
     )
@@ -76,8 +114,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="callback URL query parameters: any of created,tags,traceparent, or 'none'",
     )
-    add("--countries", help="destination regions, e.g. US,GB,IN, or 'all' (default: a mix)")
-    add("--timeout", type=float, default=10.0, help="per-request timeout in seconds (10)")
+    add(
+        "--countries",
+        metavar="LIST",
+        help="destination regions, e.g. US,GB,IN, or 'all' (default: a mix)",
+    )
+    add(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per-request timeout in seconds (10)",
+    )
     add("--summary-json", type=Path, metavar="PATH", help="also write the summary as JSON")
     add("--quiet", action="store_true", help="no progress line, summary only")
 

@@ -126,7 +126,7 @@ def test_delivered_sms_mostly_carry_raw_dlr_done_date() -> None:
 
 
 def test_destinations_are_valid_numbers_in_several_countries() -> None:
-    regions = Counter()
+    regions: Counter[str | None] = Counter()
     for callback in _generate(1000):
         number = phonenumbers.parse(callback.params["To"].removeprefix("whatsapp:"))
         regions[phonenumbers.region_code_for_number(number)] += 1
