@@ -1,0 +1,394 @@
+"""The scale-out store: PostgreSQL shared by any number of replicas, each with several workers.
+
+Transactions. `record` takes a transaction-scoped advisory lock on the MessageSid
+(`pg_advisory_xact_lock(hashtextextended(sid, 0))`), then runs the SQLite store's steps:
+read the message (`FOR UPDATE`) and its history, `decide`, insert the event, upsert the
+message. The lock serialises every writer of one message across all replicas, including the
+very first event, when there is no message row yet to lock: two first callbacks (say
+`queued` and `sent`) arriving together would otherwise both see "new message" and the second
+upsert would overwrite the first. A unique constraint and a row gate alone (`INSERT ... ON
+CONFLICT DO NOTHING` plus `FOR UPDATE`) would catch a repeated (message, status) but not that.
+Writers of different messages never wait for each other (a hash collision only serialises two
+messages), and the lock is released by COMMIT or ROLLBACK, even if the connection dies. The
+UNIQUE (message_sid, status) constraint stays as the backstop. `FOR UPDATE` on the message row
+orders `record` against the stale sweep and the purge, which claim rows with `FOR UPDATE SKIP
+LOCKED`: a message being written is skipped (it is not stale), and a message being swept is
+read by `record` only once the sweep committed. Five round trips per accepted callback:
+BEGIN, the lock, one read (message and history), one write (event and message), COMMIT.
+
+Fork safety. gunicorn forks workers after the master has opened (and closed) the store to
+run migrations. The pool is opened lazily, on first use, in the process that uses it; a pool
+found to belong to another pid is abandoned, never used or closed (closing it would send
+Terminate on sockets the parent still owns).
+
+Timeouts. A dead database must become a quick 503, not a hung worker: connecting gives up
+after CONNECT_TIMEOUT, waiting for a pooled connection after POOL_TIMEOUT, and a statement
+(advisory-lock waits included) after STATEMENT_TIMEOUT. The pool reconnects by itself in the
+background when the server comes back; work that meets a pooled connection that died with the
+old server moves on to another, so the first callbacks after an outage do not fail needlessly.
+A worker started while the server is down still boots (and answers 503); the schema is
+checked on the first call that reaches the server.
+
+Time columns are double precision Unix seconds, as in SQLite, so both backends share one
+row mapping (`records.py`); params and tags are JSONB, read back as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.string import TextLoader
+
+from exporter import lifecycle
+from exporter.events import StatusEvent
+from exporter.store import MessageHistory, MessageState, Recorded, StoreUnavailable
+from exporter.store.postgres_reconcile import RECONCILE_SCHEMA, PostgresReconcile
+from exporter.store.records import (
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    event_from_row,
+    event_row,
+    in_flight,
+    message_from_row,
+    message_row,
+    next_state,
+    origin_of,
+)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 3  # seconds; libpq's minimum is 2
+POOL_TIMEOUT = 3.0  # wait for a pooled connection; only a down server makes anyone wait
+STATEMENT_TIMEOUT_MS = 5000  # a callback's statements take milliseconds
+# A worker killed mid-transaction must not keep a message locked for long.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30000
+# A sync worker uses one connection per request, plus the sweeper thread and a scrape.
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 4
+# psycopg_pool backs off exponentially while the server is down; giving up after a few
+# seconds lets the next request start a fresh attempt instead of waiting out a long back-off.
+RECONNECT_TIMEOUT = 10.0
+# Keepalives detect a server that vanished without closing the socket (host down, partition).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3}  # fmt: skip
+# Any constant works: it only has to differ from the per-message keys, which are hashes.
+MIGRATION_LOCK_KEY = 0x7477696C696F  # "twilio"
+
+# Each migration runs once, in order, in one transaction under MIGRATION_LOCK_KEY.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE IF NOT EXISTS messages (
+    message_sid text PRIMARY KEY,
+    status text NOT NULL,                  -- current status: never moves backwards
+    in_flight boolean NOT NULL,            -- true while neither final nor stale
+    first_seen_at double precision NOT NULL,  -- arrival of the first event (Unix seconds)
+    updated_at double precision NOT NULL,  -- time of the latest event
+    created_at double precision,           -- sender's creation time (?created=)
+    final_at double precision,
+    stale_at double precision,
+    channel text NOT NULL,
+    country text NOT NULL,
+    to_number text,
+    from_number text,
+    account_sid text,
+    messaging_service_sid text,
+    error_code text,
+    traceparent text,
+    tags jsonb
+);
+-- Small (only in-flight rows): serves the in-flight gauge and the stale sweep.
+CREATE INDEX IF NOT EXISTS messages_in_flight ON messages (updated_at, status) WHERE in_flight;
+CREATE INDEX IF NOT EXISTS messages_updated_at ON messages (updated_at);
+CREATE TABLE IF NOT EXISTS status_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_sid text NOT NULL,
+    status text NOT NULL,
+    received_at double precision NOT NULL,
+    source text NOT NULL,                  -- callback | poll | event_stream
+    out_of_order boolean NOT NULL,
+    error_code text,
+    reported_at double precision,          -- carrier's RawDlrDoneDate, read as UTC
+    params jsonb NOT NULL,                 -- every posted parameter
+    query text NOT NULL,                   -- the callback URL's query string as received
+    UNIQUE (message_sid, status)
+);
+CREATE TABLE IF NOT EXISTS readiness (
+    id integer PRIMARY KEY CHECK (id = 1),
+    checked_at double precision
+);
+""",
+    ),
+    (2, RECONCILE_SCHEMA),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_MESSAGE_FIELDS = ", ".join(MESSAGE_COLUMNS)
+_LOCK_MESSAGE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_SELECT_MESSAGE = f"SELECT {_MESSAGE_FIELDS} FROM messages WHERE message_sid = %s"
+# The message row, locked against the sweep and the purge, with its history (status and time
+# reached, as two parallel arrays): no row means a new message, which has no events either.
+_SELECT_MESSAGE_AND_HISTORY = (
+    f"SELECT {', '.join(f'm.{c}' for c in MESSAGE_COLUMNS)}, "
+    "ARRAY(SELECT e.status FROM status_events e WHERE e.message_sid = m.message_sid "
+    "ORDER BY e.id), "
+    "ARRAY(SELECT e.received_at FROM status_events e WHERE e.message_sid = m.message_sid "
+    "ORDER BY e.id) "
+    "FROM messages m WHERE m.message_sid = %s FOR UPDATE OF m"
+)
+# One statement for both writes: a round trip less on every accepted callback.
+_WRITE_EVENT_AND_MESSAGE = (
+    f"WITH event AS (INSERT INTO status_events (message_sid, {', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * (len(EVENT_COLUMNS) + 1))})) "
+    f"INSERT INTO messages ({_MESSAGE_FIELDS}, in_flight) "
+    f"VALUES ({', '.join(['%s'] * (len(MESSAGE_COLUMNS) + 1))}) "
+    "ON CONFLICT (message_sid) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*MESSAGE_COLUMNS[1:], "in_flight"))
+)
+_SWEEP_STALE = (
+    "UPDATE messages m SET in_flight = false, stale_at = %s FROM ("
+    "SELECT message_sid FROM messages WHERE in_flight AND updated_at < %s "
+    "ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED) claimed "
+    "WHERE m.message_sid = claimed.message_sid "
+    f"RETURNING {', '.join(f'm.{c}' for c in MESSAGE_COLUMNS)}"
+)
+_PURGE = (
+    "WITH doomed AS (SELECT message_sid FROM messages WHERE updated_at < %s "
+    "ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "events AS (DELETE FROM status_events e USING doomed d WHERE e.message_sid = d.message_sid) "
+    "DELETE FROM messages m USING doomed d WHERE m.message_sid = d.message_sid RETURNING 1"
+)
+
+# Pools abandoned in a forked child: kept referenced so that garbage collection never
+# finalises their connections, which would close sockets the parent process still uses.
+_ABANDONED: list[psycopg_pool.ConnectionPool[Any]] = []
+
+
+class PostgresStore(PostgresReconcile):
+    """Store backed by PostgreSQL; safe to share between replicas, processes and threads.
+
+    A `ReconcileStore`: the reconcile methods come from PostgresReconcile."""
+
+    def __init__(
+        self, url: str, *, migrate: bool = True, pool_timeout: float = POOL_TIMEOUT
+    ) -> None:
+        self.url = url
+        self._pool_timeout = pool_timeout
+        self._conninfo = _conninfo(url)
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pid = 0
+        self.schema_version = 0
+        self._schema_ready = not migrate
+        if migrate:
+            try:
+                self.migrate()
+            except StoreUnavailable as ex:
+                # A worker (re)started during an outage must still boot and answer 503s; the
+                # schema is brought up to date by the first call that reaches the server.
+                log.info("store not reachable yet, callbacks get 503 until it is: %s", ex)
+
+    def migrate(self) -> int:
+        """Bring the schema to SCHEMA_VERSION; returns the version the database is at.
+
+        Safe when every worker of every replica starts at once: the steps run under one
+        advisory lock, each in the same transaction as the version row that records it."""
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                current = _schema_version(conn)
+                if current < SCHEMA_VERSION:  # the common case takes no lock
+                    current = _apply_migrations(conn)
+        except psycopg.Error as ex:
+            raise StoreUnavailable(self._problem(ex)) from ex
+        self.schema_version, self._schema_ready = current, True
+        return current
+
+    def record(self, event: StatusEvent) -> Recorded:
+        return self._run(lambda conn: self._record(conn, event))
+
+    def _record(self, conn: psycopg.Connection[Any], event: StatusEvent) -> Recorded:
+        sid = event.message_sid
+        with conn.transaction():
+            # Its own statement: the read below must take its snapshot after the lock is held.
+            conn.execute(_LOCK_MESSAGE, (sid,))
+            row = conn.execute(_SELECT_MESSAGE_AND_HISTORY, (sid,)).fetchone()
+            existing = message_from_row(row[:-2]) if row else None
+            history: dict[str, float] = dict(zip(row[-2], row[-1], strict=True)) if row else {}
+            if existing is not None and event.status in history:  # a retry or a copy
+                return Recorded(message=existing, transition=None)
+            transition = lifecycle.decide(
+                history,
+                existing.status if existing else None,
+                event.status,
+                event.received_at,
+                origin=origin_of(existing, event),
+            )
+            state = next_state(existing, event, transition)
+            conn.execute(
+                _WRITE_EVENT_AND_MESSAGE,
+                (sid, *event_row(event, transition), *message_row(state), in_flight(state)),
+            )
+        return Recorded(message=state, transition=transition)
+
+    def in_flight_counts(self) -> Mapping[str, int]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT status, count(*) FROM messages WHERE in_flight GROUP BY status"
+            ).fetchall()
+        )
+        return dict(rows)
+
+    def sweep_stale(
+        self, updated_before: float, now: float, limit: int = 500
+    ) -> list[MessageState]:
+        rows = self._run(
+            lambda conn: conn.execute(_SWEEP_STALE, (now, updated_before, limit)).fetchall()
+        )
+        return [message_from_row(row) for row in rows]
+
+    def purge(self, updated_before: float, limit: int = 5000) -> int:
+        return self._run(lambda conn: len(conn.execute(_PURGE, (updated_before, limit)).fetchall()))
+
+    def history(self, message_sid: str) -> MessageHistory | None:
+        def read(conn: psycopg.Connection[Any]) -> MessageHistory | None:
+            with conn.transaction():  # one snapshot for the message and its events
+                row = conn.execute(_SELECT_MESSAGE, (message_sid,)).fetchone()
+                if row is None:
+                    return None
+                events = conn.execute(
+                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
+                    "WHERE message_sid = %s ORDER BY received_at, id",
+                    (message_sid,),
+                ).fetchall()
+            return MessageHistory(message_from_row(row), [event_from_row(e) for e in events])
+
+        return self._run(read)
+
+    def check_writable(self) -> None:
+        # A write, not a ping: a read-only standby or a full disk must also read as not ready.
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO readiness (id, checked_at) VALUES (1, %s) "
+                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                (time.time(),),
+            )
+        )
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
+        elif pool is not None:
+            _ABANDONED.append(pool)
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run `work` on a pooled connection; database trouble becomes StoreUnavailable.
+
+        Connections that died while idle in the pool (the server restarted) fail on first
+        use, and are dropped; the work moves on to the next, or to a fresh one. Each attempt
+        is one whole transaction, so a retry never applies an event twice."""
+        if not self._schema_ready:
+            self.migrate()
+        pool = self._open_pool()
+        attempts = POOL_MAX_SIZE + 1  # every pooled connection may be a dead one
+        for attempt in range(1, attempts + 1):
+            try:
+                with pool.connection() as conn:
+                    try:
+                        return work(conn)
+                    except psycopg.OperationalError:
+                        if conn.broken and attempt < attempts:
+                            continue  # the pool discards a broken connection
+                        raise
+            except psycopg.Error as ex:
+                raise StoreUnavailable(self._problem(ex)) from ex
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _open_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[Any]]:
+        # One pool per process, created on first use: after gunicorn's fork, never before.
+        if self._pool is not None and self._pid != os.getpid():
+            _ABANDONED.append(self._pool)
+            self._pool = None
+        if self._pool is None:
+            pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
+                psycopg_pool.ConnectionPool(
+                    self._conninfo,
+                    kwargs={"autocommit": True},
+                    min_size=POOL_MIN_SIZE,
+                    max_size=POOL_MAX_SIZE,
+                    open=False,
+                    configure=_configure,
+                    timeout=self._pool_timeout,
+                    reconnect_timeout=RECONNECT_TIMEOUT,
+                    num_workers=1,
+                    name=f"twilio-status-exporter-{os.getpid()}",
+                )
+            )
+            pool.open(wait=False)  # a down server must not stop the worker from starting
+            self._pool, self._pid = pool, os.getpid()
+        return self._pool
+
+    def _problem(self, ex: BaseException) -> str:
+        if isinstance(ex, psycopg_pool.PoolTimeout):
+            detail = (
+                f"no connection within {self._pool_timeout:g} s; check that the server is up and "
+                "reachable from this host"
+            )
+        else:
+            detail = " ".join(str(ex).split()) or type(ex).__name__  # libpq's are multi-line
+        return f"PostgreSQL: {detail}"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Per new connection: server-side timeouts, and JSONB read as text for records.py."""
+    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}")
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _conninfo(url: str) -> str:
+    """The URL plus our timeouts, unless the URL sets its own (the operator knows best)."""
+    given = conninfo_to_dict(url)
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": "twilio-status-exporter",
+        **KEEPALIVES,
+    }
+    return make_conninfo(url, **{k: v for k, v in defaults.items() if k not in given})
+
+
+def _apply_migrations(conn: psycopg.Connection[Any]) -> int:
+    """Run the missing migrations under the migration lock; returns the version reached."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+        )
+        current = _schema_version(conn)  # again: another process may have just done it
+        for version, ddl in MIGRATIONS:
+            if version > current:
+                conn.execute(ddl)  # no parameters: several statements in one go
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+                    (version, time.time()),
+                )
+                current = version
+    return current
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The highest migration applied, 0 for an empty database."""
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    found = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(found[0]) if found else 0
