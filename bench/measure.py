@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -35,6 +36,9 @@ class Context:
     main_count: int
     warm_count: int
     receiver: Receiver | None
+    # A postgresql:// database to measure on (each run gets a fresh schema in it, since the
+    # same pre-signed callbacks are replayed every run); None: a fresh SQLite file per run.
+    store_url: str | None = None
     counter: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -45,10 +49,21 @@ class Context:
     def callback_url(self) -> str:
         return f"http://{self.host}/twilio/status"
 
+    def _fresh_store(self, run: int) -> str:
+        if self.store_url is None:
+            return f"sqlite:///{self.workdir / f'store-{run}.db'}"
+        import psycopg
+
+        schema = f"bench_{os.getpid()}_{run}"
+        with psycopg.connect(self.store_url, autocommit=True) as admin:
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+        separator = "&" if "?" in self.store_url else "?"
+        return f"{self.store_url}{separator}options=-csearch_path%3D{schema}"
+
     def service_env(self, run: int) -> dict[str, str]:
         env = {
             "TWILIO_AUTH_TOKEN": self.token,
-            "EXPORTER_STORE": f"sqlite:///{self.workdir / f'store-{run}.db'}",
+            "EXPORTER_STORE": self._fresh_store(run),
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-{run}"),
             "OTEL_TRACES_EXPORTER": "none",
             "EXPORTER_LOG_LEVEL": "warning",

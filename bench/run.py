@@ -50,6 +50,7 @@ def parse_args() -> argparse.Namespace:
     add("--profile-seconds", type=float, default=10.0, help="profile length (10)")
     add("--output", type=Path, help="Markdown file (default bench/results/<time>.md)")
     add("--keep", action="store_true", help="keep the working directory (logs, stores)")
+    add("--store-url", help="measure the service on this postgresql:// store instead of SQLite")
     return parser.parse_args()
 
 
@@ -69,6 +70,7 @@ def main() -> int:
     started = datetime.now(UTC)
     lines = [f"# Benchmark {started:%Y-%m-%d %H:%M} UTC", ""]
     lines += report.environment(args.workers, service_worker_settings())
+    lines.append(f"- store: {'PostgreSQL' if args.store_url else 'SQLite, a fresh file per run'}")
     data: dict[str, object] = {
         "started": started.isoformat(),
         "args": vars(args) | {"output": str(args.output)},
@@ -115,7 +117,9 @@ def _context(args: argparse.Namespace, workdir: Path, receiver: object) -> measu
         f"in {time.monotonic() - begin:.1f} s",
         file=sys.stderr,
     )
-    return measure.Context(workdir, port, token, args.workers, data, args.requests, warm, receiver)  # type: ignore[arg-type]
+    return measure.Context(  # type: ignore[arg-type]
+        workdir, port, token, args.workers, data, args.requests, warm, receiver, args.store_url
+    )
 
 
 def _run_parts(
