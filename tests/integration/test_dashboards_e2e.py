@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +25,6 @@ from tests import dashboard_queries as dq
 from tests.integration.prometheus import Prometheus, start_prometheus
 from tests.integration.service import Service, start_service
 from tests.support import AUTH_TOKEN, callback_params, sid, wait_for
-
-EXECUTABLE = shutil.which("twilio-status-exporter")
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        EXECUTABLE is None,
-        reason="the twilio-status-exporter executable is not installed (pip install -e .)",
-    ),
-]
 
 JOB = "twilio-status-exporter"
 

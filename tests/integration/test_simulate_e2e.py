@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service import Service
 from tests.support import AUTH_TOKEN, wait_for
-
-EXECUTABLE = shutil.which("twilio-status-exporter")
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        EXECUTABLE is None,
-        reason="the twilio-status-exporter executable is not installed (pip install -e .)",
-    ),
-]
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -43,8 +32,8 @@ def _callbacks_by_outcome(service: Service) -> dict[str, float]:
 
 
 def _simulate(service: Service, summary_path: Path, *options: str) -> dict[str, Any]:
-    assert EXECUTABLE is not None
-    command = [EXECUTABLE, "simulate", "--url", service.status_url, "--quiet"]
+    command = [sys.executable, "-m", "exporter.cli", "simulate", "--url", service.status_url]
+    command += ["--quiet"]
     command += ["--summary-json", str(summary_path), *options]
     env = {**os.environ, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
