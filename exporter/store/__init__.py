@@ -207,8 +207,7 @@ def open_store(url: str, *, synchronous: str = "NORMAL") -> Store:
 
         return SQLiteStore(url.removeprefix("sqlite:///"), synchronous=synchronous)
     if url.startswith(("postgresql://", "postgres://")):
-        from exporter.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        from exporter.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(url)
-        return store
+        return PostgresStore(url)
     raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]}")
