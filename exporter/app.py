@@ -12,8 +12,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from exporter import metric_values
 from exporter.callbacks import StatusCallbackResource
 from exporter.config import Settings
+from exporter.event_sink import EventStreamResource
 from exporter.ingest import Ingestor
 from exporter.metrics import InFlightCollector, Metrics, ReconcileCollector
 from exporter.multiprocess_metrics import MergedFilesCollector
@@ -48,6 +50,7 @@ def create_app(
     app.req_options.auto_parse_form_urlencoded = False  # the raw body is parsed once, by us
     ingestor = Ingestor(store, telemetry.metrics, telemetry.tracer)
     app.add_route("/twilio/status", StatusCallbackResource(settings, ingestor, checker))
+    app.add_route("/twilio/events", EventStreamResource(settings, ingestor, checker))
     app.add_route("/metrics", MetricsResource(store, telemetry))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
@@ -57,6 +60,9 @@ def create_app(
 def get_app() -> falcon.App[falcon.Request, falcon.Response]:
     """Build the app from the environment (gunicorn: `exporter.app:get_app()`)."""
     settings = Settings.from_env()
+    # Already done by gunicorn_conf under `serve`; here for any other server that sets
+    # PROMETHEUS_MULTIPROC_DIR. Before the first metric is created.
+    metric_values.install()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     registry = CollectorRegistry()
     metrics = Metrics(

@@ -15,17 +15,12 @@ import falcon
 from exporter.config import Settings
 from exporter.events import FormParams, MalformedCallback, parse_callback, parse_form
 from exporter.ingest import Ingestor
+from exporter.request_body import UnreadableBody, content_type_of, read_body, store_unavailable
 from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, SignatureChecker, callback_url
 from exporter.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
-# Twilio retries a failed callback; a short hint keeps its retries (and ours) cheap.
-RETRY_AFTER_SECONDS = 5
-
-
-def _request_timeout(title: str, description: str) -> falcon.HTTPError:
-    return falcon.HTTPError(falcon.HTTP_408, title=title, description=description)
 
 
 class StatusCallbackResource:
@@ -53,10 +48,12 @@ class StatusCallbackResource:
 
     def _handle(self, req: falcon.Request, resp: falcon.Response) -> None:
         received_at = self._clock()
-        content_type = (req.content_type or "").partition(";")[0].strip().lower()
-        if content_type != FORM:
+        if content_type_of(req) != FORM:
             raise self._reject(falcon.HTTPUnsupportedMediaType, f"Content-Type must be {FORM}")
-        body = self._read_body(req)
+        try:
+            body = read_body(req, self._settings.max_body_bytes)
+        except UnreadableBody as ex:
+            raise self._reject(ex.error, ex.description) from None
         signature = req.get_header(SIGNATURE_HEADER)
         if self._checker is not None and not signature:
             raise self._forbidden()
@@ -76,11 +73,7 @@ class StatusCallbackResource:
             log.error("callback for %s not recorded, answering 503: %s", event.message_sid, ex)
             self._metrics.callbacks["error"].inc()
             self._metrics.store_errors.labels("record").inc()
-            raise falcon.HTTPServiceUnavailable(
-                title="Store unavailable",
-                description="The callback was not recorded; retry later.",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
+            raise store_unavailable("callback") from None
         except Exception:
             log.exception("callback for %s not recorded: unexpected error", event.message_sid)
             self._metrics.callbacks["error"].inc()
@@ -96,26 +89,6 @@ class StatusCallbackResource:
         # Falcon answers OPTIONS by itself; this endpoint takes POST and nothing else.
         raise falcon.HTTPMethodNotAllowed(["POST"])
 
-    def _read_body(self, req: falcon.Request) -> bytes:
-        limit = self._settings.max_body_bytes
-        length = req.content_length
-        if length is not None and length > limit:
-            raise self._too_large(limit)
-        if length is None and "chunked" not in (req.get_header("Transfer-Encoding") or ""):
-            return b""
-        stream = req.bounded_stream if length is not None else req.stream
-        try:
-            body: bytes = stream.read(limit + 1)
-        except TimeoutError:
-            raise self._reject(_request_timeout, "the body did not arrive in time") from None
-        except Exception:  # a broken chunked encoding, a client gone mid-body
-            raise self._reject(falcon.HTTPBadRequest, "the body could not be read") from None
-        if length is not None and len(body) < length:
-            raise self._reject(falcon.HTTPBadRequest, "the body is shorter than Content-Length")
-        if len(body) > limit:
-            raise self._too_large(limit)
-        return body
-
     def _signed(self, req: falcon.Request, params: FormParams, signature: str | None) -> bool:
         assert self._checker is not None
         url = callback_url(req.env, self._settings.public_url, self._settings.trusted_proxies)
@@ -130,9 +103,6 @@ class StatusCallbackResource:
             title="Invalid signature",
             description=f"{SIGNATURE_HEADER} is missing or does not match this request.",
         )
-
-    def _too_large(self, limit: int) -> falcon.HTTPError:
-        return self._reject(falcon.HTTPContentTooLarge, f"body is larger than {limit} bytes")
 
     def _reject(self, error: Callable[..., falcon.HTTPError], description: str) -> falcon.HTTPError:
         self._metrics.callbacks["malformed"].inc()

@@ -160,7 +160,10 @@ def run_show(args: argparse.Namespace) -> int:
         print("tags " + " ".join(f"{k}={v}" for k, v in sorted(message.tags.items())))
     print(f"{'received (UTC)':<26} {'status':<20} {'source':<9} {'error':<6} note")
     for event in history.events:
-        note = "out of order" if event.out_of_order else ""
+        notes = ["out of order"] if event.out_of_order else []
+        if event.occurred_at is not None:
+            notes.append(f"occurred {_time(event.occurred_at)}")
+        note = ", ".join(notes)
         print(
             f"{_time(event.received_at):<26} {event.status:<20} {event.source:<9} "
             f"{event.error_code or '':<6} {note}"

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 DEFAULT_STORE = "sqlite:///twilio-status-exporter.db"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# Event Streams posts batches of events, each about a kilobyte.
+DEFAULT_EVENTS_MAX_BODY_BYTES = 1024 * 1024
 # Twilio: "Once a message is older than 72 hours, receiving a further status is unlikely".
 DEFAULT_STALE_AFTER = 72 * 3600.0
 DEFAULT_RETENTION = 90 * 86400.0
@@ -44,6 +46,9 @@ class Settings:
     shared_keys: Mapping[str, str] = field(default_factory=dict)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Event Streams webhook sink: Basic credentials from the sink URL's user info (user, password).
+    events_basic_auth: tuple[tuple[str, str], ...] = ()
+    events_max_body_bytes: int = DEFAULT_EVENTS_MAX_BODY_BYTES
     stale_after: float = DEFAULT_STALE_AFTER
     retention: float = DEFAULT_RETENTION
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
@@ -57,6 +62,7 @@ class Settings:
         return (
             f"Settings(store_url={redact_url(self.store_url)!r}, public_url={self.public_url!r}, "
             f"auth_tokens=<{len(self.auth_tokens)} hidden>, "
+            f"events_basic_auth=<{len(self.events_basic_auth)} hidden>, "
             f"insecure_skip_signature={self.insecure_skip_signature})"
         )
 
@@ -93,6 +99,10 @@ class Settings:
             shared_keys=shared_keys,
             trusted_proxies=_networks(env.get("EXPORTER_TRUSTED_PROXIES", "")),
             max_body_bytes=env_int(env, "EXPORTER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+            events_basic_auth=_basic_credentials(env.get("EXPORTER_EVENTS_BASIC_AUTH", "")),
+            events_max_body_bytes=env_int(
+                env, "EXPORTER_EVENTS_MAX_BODY_BYTES", DEFAULT_EVENTS_MAX_BODY_BYTES, 1024
+            ),
             stale_after=_duration(env, "EXPORTER_STALE_AFTER", DEFAULT_STALE_AFTER, 1.0),
             retention=_duration(env, "EXPORTER_RETENTION", DEFAULT_RETENTION, 0.0),
             sweep_interval=_duration(env, "EXPORTER_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL, 0.1),
@@ -190,6 +200,19 @@ def _shared_keys(text: str) -> dict[str, str]:
             )
         keys[key_id.strip()] = secret.strip()
     return keys
+
+
+def _basic_credentials(text: str) -> tuple[tuple[str, str], ...]:
+    credentials = []
+    for item in _list(text):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError(
+                "EXPORTER_EVENTS_BASIC_AUTH",
+                "expected USER:PASSWORD (the sink URL's user info), comma-separated for rotation",
+            )
+        credentials.append((user, password))
+    return tuple(credentials)
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -90,9 +90,31 @@ class StatusEvent:
     # Carrier's delivery-receipt time (RawDlrDoneDate): minute precision, treated as UTC.
     reported_at: float | None = None
     raw_dlr_done_date: str | None = None
+    # When the status was reached, where the source says so (an Event Streams event's own
+    # timestamp); None means at arrival, as for a StatusCallback.
+    occurred_at: float | None = None
     context: CallbackContext = field(default_factory=CallbackContext)
-    params: Mapping[str, str | list[str]] = field(default_factory=dict)
+    # Every posted parameter (a callback's form), or an event's fields: the audit trail.
+    params: Mapping[str, object] = field(default_factory=dict)
     query: str = ""
+    # Reported by Event Streams only: message segments and the network codes.
+    segments: int | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+
+    @property
+    def at(self) -> float:
+        """The status's time in the lifecycle: when it occurred if known, else its arrival
+        (never later than its arrival: a sender's clock running fast moves nothing forward)."""
+        if self.occurred_at is None:
+            return self.received_at
+        return min(self.occurred_at, self.received_at)
+
+    @property
+    def lag_reference(self) -> float | None:
+        """The event time Twilio reports, for callback lag: an event's own timestamp, else
+        the carrier's RawDlrDoneDate."""
+        return self.occurred_at if self.occurred_at is not None else self.reported_at
 
     @property
     def status_label(self) -> str:

@@ -85,8 +85,8 @@ class Metrics:
         )
         self.callback_lag = Histogram(
             "twilio_callback_lag_seconds",
-            "Callback arrival minus the event time Twilio reports (RawDlrDoneDate, read as UTC, "
-            "minute precision).",
+            "Callback (or Event Streams event) arrival minus the event time Twilio reports: "
+            "the event's own timestamp, else RawDlrDoneDate (read as UTC, minute precision).",
             ["status"],
             buckets=LAG_BUCKETS,
             registry=registry,
@@ -95,6 +95,26 @@ class Metrics:
             "twilio_status_callback_request_duration_seconds",
             "Time to handle a status callback request, commit included.",
             buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.stream_requests = Counter(
+            "twilio_stream_requests_total",
+            "Event Streams webhook requests by outcome: accepted (2xx, each event counted in "
+            "twilio_stream_events_total), invalid_signature (401/403), malformed (400/413/415), "
+            "error (store unavailable, 503).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.stream_request_outcomes = {
+            o: self.stream_requests.labels(o) for o in OUTCOMES if o != "duplicate"
+        }
+        self.stream_events = Counter(
+            "twilio_stream_events_total",
+            "Event Streams events by type and outcome: accepted (new status), duplicate (status "
+            "already recorded, by either input), ignored (not a message status event), "
+            "malformed (unusable; the rest of its batch still counts), error (store "
+            "unavailable: the request is answered 503 and Twilio retries it).",
+            ["type", "outcome"],
             registry=registry,
         )
         self.stale = Counter(
@@ -157,11 +177,10 @@ class Metrics:
             self.time_to_status.labels(status, channel).observe(
                 max(0.0, transition.at - recorded.message.origin)
             )
-        if event.reported_at is not None:
-            # Clock skew can put arrival a little before the carrier's time: clamp at zero.
-            self.callback_lag.labels(status).observe(
-                max(0.0, event.received_at - event.reported_at)
-            )
+        reference = event.lag_reference
+        if reference is not None:
+            # Clock skew can put arrival a little before Twilio's time: clamp at zero.
+            self.callback_lag.labels(status).observe(max(0.0, event.received_at - reference))
 
     def record_stale(self, message: MessageState) -> None:
         self.stale.labels(lifecycle.status_label(message.status)).inc()

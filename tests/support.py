@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +47,44 @@ def signed_request(
         "X-Twilio-Signature": signature,
     }
     return urlencode(params).encode(), headers
+
+
+def cloud_event(message_sid: str, status: str, timestamp: str, **data: object) -> dict[str, object]:
+    """A Messaging.MessageStatus CloudEvent shaped like Twilio's documentation's examples."""
+    event_type = f"com.twilio.messaging.message.{status}"
+    return {
+        "specversion": "1.0",
+        "type": event_type,
+        "source": f"/2010-04-01/Accounts/{sid('AC', 1)}/Messages/{message_sid}.json",
+        "id": "EZ" + hashlib.sha256(f"{message_sid}:{status}".encode()).hexdigest()[:32],
+        "dataschema": "https://events-schemas.twilio.com/Messaging.MessageStatus/7",
+        "datacontenttype": "application/json",
+        "time": timestamp,
+        "data": {
+            "messageSid": message_sid,
+            "timestamp": timestamp,
+            "accountSid": sid("AC", 1),
+            "eventName": event_type,
+            "apiVersion": "2010-04-01",
+            "from": "+14155550100",
+            "to": "+4915112345678",
+            "messageStatus": status.upper(),
+            **data,
+        },
+    }
+
+
+def signed_events_request(
+    url: str, events: object, token: str = AUTH_TOKEN
+) -> tuple[str, bytes, dict[str, str]]:
+    """Query string, body and headers of an Event Streams delivery to `url` signed like
+    Twilio: the body's SHA-256 goes in the URL as bodySHA256, and the URL alone is signed."""
+    body = events if isinstance(events, bytes) else json.dumps(events).encode()
+    query = f"bodySHA256={hashlib.sha256(body).hexdigest()}"
+    signed_url = f"{url}&{query}" if "?" in url else f"{url}?{query}"
+    signature = RequestValidator(token).compute_signature(signed_url, {})
+    headers = {"Content-Type": "application/json", "X-Twilio-Signature": signature}
+    return signed_url.partition("?")[2], body, headers
 
 
 def free_port() -> int:

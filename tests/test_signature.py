@@ -9,7 +9,7 @@ import pytest
 from twilio.request_validator import HMAC_SHA256, RequestValidator
 
 from exporter.events import FormParams
-from exporter.signature import SignatureChecker, callback_url
+from exporter.signature import SignatureChecker, body_hash_matches, callback_url
 
 # twilio-python's own test vector (tests/unit/test_request_validator.py).
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -150,3 +150,41 @@ def test_raw_path_keeps_percent_escapes() -> None:
 def test_unparseable_host_header_is_just_invalid(host: str) -> None:
     url = callback_url(environ(HTTP_HOST=host), None, ())
     assert not SignatureChecker(["t"], {}).is_valid(url, form(VECTOR_PARAMS), "c2ln")
+
+
+# An Event Streams delivery from the Rust helper library of Twilio's blog post on validating
+# Event Streams webhooks (its test vector; token of 32 ones): the URL carries the body's
+# SHA-256 as bodySHA256 and is signed without parameters.
+EVENT_STREAMS_BODY = (
+    b'[{"specversion":"1.0","type":"com.twilio.eventstreams.test-event","source":"Sink",'
+    b'"id":"AC11111111111111111111111111111111","dataschema":"https://events-schemas.twilio.com/'
+    b'EventStreams.TestSink/1.json","datacontenttype":"application/json","time":'
+    b'"2026-06-10T06:02:54.377Z","data":{"test_id":"cae2f9e2-c277-4612-8ad3-93c1a7a3ef88"}}]'
+)
+EVENT_STREAMS_URL = (
+    "https://96e5-165-225-114-134.ngrok-free.app/webhook?bodySHA256="
+    "f4dc494f1e604a19df36cdd069f7956b1f261dc954ae1c698ed8b4939fd9ab54"
+)
+
+
+def test_event_streams_vector_validates() -> None:
+    checker = SignatureChecker(["1" * 32], {})
+    assert body_hash_matches(EVENT_STREAMS_URL, EVENT_STREAMS_BODY)
+    assert checker.is_valid(EVENT_STREAMS_URL, {}, "qovYYTCoTFG3Ga6KmSrRVvSgwm8=")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        EVENT_STREAMS_URL.replace("f4dc", "f4dd"),
+        EVENT_STREAMS_URL.partition("?")[0],
+        EVENT_STREAMS_URL + "&bodySHA256=" + "0" * 64,
+        "http://[/?bodySHA256=x",
+    ],
+)
+def test_body_hash_must_be_the_one_in_the_url(url: str) -> None:
+    assert not body_hash_matches(url, EVENT_STREAMS_BODY)
+
+
+def test_changed_body_fails_the_hash() -> None:
+    assert not body_hash_matches(EVENT_STREAMS_URL, EVENT_STREAMS_BODY + b" ")

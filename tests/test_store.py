@@ -4,6 +4,8 @@ across processes, lifecycle applied, stale sweep and retention."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,31 @@ def test_first_sender_context_wins(store: Store) -> None:
     assert dict(message.tags) == {"campaign": "a"}
     assert message.traceparent is not None and message.traceparent.startswith("00-111")
     assert later.transition is not None and later.transition.started_at == T0
+
+
+def test_event_time_orders_the_lifecycle_not_arrival(store: Store) -> None:
+    # Event Streams events arrive late and unordered but say when each status happened.
+    sent = replace(make_event(1, "sent", T0 + 60), source="event_stream", occurred_at=T0 + 2)
+    queued = replace(make_event(1, "queued", T0 + 90), source="event_stream", occurred_at=T0)
+    first = store.record(sent)
+    late = store.record(queued)
+    assert first.message.first_seen_at == T0 + 2
+    assert late.transition is not None and late.transition.out_of_order
+    assert (late.transition.at, late.transition.started_at) == (T0, T0)
+    delivered = store.record(make_event(1, "delivered", T0 + 120))  # a callback: arrival time
+    assert delivered.transition is not None
+    assert (delivered.transition.from_status, delivered.transition.started_at) == ("sent", T0 + 2)
+    history = store.history(sid("SM", 1))
+    assert history is not None
+    assert [(e.status, e.received_at, e.occurred_at) for e in history.events] == [
+        ("queued", T0 + 90, T0), ("sent", T0 + 60, T0 + 2), ("delivered", T0 + 120, None)
+    ]  # in lifecycle order  # fmt: skip
+
+
+def test_event_time_after_arrival_counts_as_arrival(store: Store) -> None:
+    ahead = replace(make_event(1, "sent", T0), source="event_stream", occurred_at=T0 + 30)
+    recorded = store.record(ahead)
+    assert recorded.transition is not None and recorded.transition.at == T0
 
 
 def test_history_keeps_every_posted_parameter(store: Store) -> None:
@@ -158,3 +185,24 @@ def test_store_that_comes_back_creates_its_schema_and_records(tmp_path: Path) ->
         store.record(make_event(1, "sent", T0))
     (tmp_path / "later").mkdir()
     assert not store.record(make_event(1, "sent", T0)).duplicate
+
+
+def test_sqlite_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = SQLiteStore(str(path))
+    old.record(make_event(1, "sent", T0))
+    old.close()
+    with sqlite3.connect(path) as db:  # as release 1 left it: no occurred_at column
+        db.execute("ALTER TABLE status_events DROP COLUMN occurred_at")
+        db.execute("PRAGMA user_version = 1")
+    upgraded = SQLiteStore(str(path))
+    later = replace(make_event(1, "queued", T0 + 9), source="event_stream", occurred_at=T0 - 5)
+    assert upgraded.record(make_event(1, "sent", T0 + 1)).duplicate
+    assert upgraded.record(later).transition is not None
+    history = upgraded.history(sid("SM", 1))
+    assert history is not None
+    assert [(e.status, e.occurred_at) for e in history.events] == [
+        ("queued", T0 - 5),
+        ("sent", None),
+    ]
+    upgraded.close()

@@ -39,6 +39,7 @@ def test_older_schema_is_upgraded_in_place_keeping_its_records(postgres_url: str
     first.close()
     with psycopg.connect(postgres_url) as db:  # back to how release 1 left the database
         db.execute("DROP TABLE reconcile_polls, reconcile_checkpoints, reconcile_runs")
+        db.execute("ALTER TABLE status_events DROP COLUMN occurred_at")
         db.execute("DELETE FROM schema_version WHERE version > 1")
     upgraded = PostgresStore(postgres_url)
     assert upgraded.schema_version == SCHEMA_VERSION

@@ -68,6 +68,7 @@ class EventRecord:
     out_of_order: bool
     error_code: str | None
     reported_at: float | None
+    occurred_at: float | None  # the event's own time (Event Streams); None: at arrival
     params: Mapping[str, object]
     query: str
 

@@ -129,6 +129,11 @@ CREATE TABLE IF NOT EXISTS readiness (
 """,
     ),
     (2, RECONCILE_SCHEMA),
+    (
+        3,
+        # The event's own time (Event Streams); NULL: the status was reached at arrival.
+        "ALTER TABLE status_events ADD COLUMN IF NOT EXISTS occurred_at double precision",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -141,7 +146,8 @@ _SELECT_MESSAGE_AND_HISTORY = (
     f"SELECT {', '.join(f'm.{c}' for c in MESSAGE_COLUMNS)}, "
     "ARRAY(SELECT e.status FROM status_events e WHERE e.message_sid = m.message_sid "
     "ORDER BY e.id), "
-    "ARRAY(SELECT e.received_at FROM status_events e WHERE e.message_sid = m.message_sid "
+    "ARRAY(SELECT coalesce(e.occurred_at, e.received_at) FROM status_events e "
+    "WHERE e.message_sid = m.message_sid "
     "ORDER BY e.id) "
     "FROM messages m WHERE m.message_sid = %s FOR UPDATE OF m"
 )
@@ -228,7 +234,7 @@ class PostgresStore(PostgresReconcile):
                 history,
                 existing.status if existing else None,
                 event.status,
-                event.received_at,
+                event.at,
                 origin=origin_of(existing, event),
             )
             state = next_state(existing, event, transition)
@@ -265,7 +271,7 @@ class PostgresStore(PostgresReconcile):
                     return None
                 events = conn.execute(
                     f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
-                    "WHERE message_sid = %s ORDER BY received_at, id",
+                    "WHERE message_sid = %s ORDER BY coalesce(occurred_at, received_at), id",
                     (message_sid,),
                 ).fetchall()
             return MessageHistory(message_from_row(row), [event_from_row(e) for e in events])

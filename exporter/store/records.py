@@ -37,6 +37,7 @@ EVENT_COLUMNS = (
     "out_of_order",
     "error_code",
     "reported_at",
+    "occurred_at",
     "params",
     "query",
 )
@@ -52,7 +53,7 @@ def next_state(
         return MessageState(
             message_sid=event.message_sid,
             status=transition.current_status,
-            first_seen_at=event.received_at,
+            first_seen_at=event.at,
             updated_at=transition.at,
             created_at=context.created_at,
             final_at=transition.at if transition.reached_final else None,
@@ -151,6 +152,7 @@ def event_row(event: StatusEvent, transition: Transition) -> tuple[Any, ...]:
         transition.out_of_order,
         event.error_code,
         event.reported_at,
+        event.occurred_at,
         json.dumps(dict(event.params), separators=(",", ":"), ensure_ascii=False),
         event.query,
     )
@@ -165,6 +167,7 @@ def event_from_row(row: Sequence[Any]) -> EventRecord:
         out_of_order=bool(values["out_of_order"]),
         error_code=values["error_code"],
         reported_at=values["reported_at"],
+        occurred_at=values["occurred_at"],
         params=json.loads(values["params"])
         if isinstance(values["params"], str)
         else values["params"],

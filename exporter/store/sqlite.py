@@ -43,7 +43,7 @@ from exporter.store.records import (
 )
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     message_sid TEXT PRIMARY KEY,
@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS status_events (
     out_of_order INTEGER NOT NULL,
     error_code TEXT,
     reported_at REAL,                  -- carrier's RawDlrDoneDate, read as UTC
+    occurred_at REAL,                  -- the event's own time (Event Streams); NULL: arrival
     params TEXT NOT NULL,              -- every posted parameter, JSON
     query TEXT NOT NULL,               -- the callback URL's query string as received
     UNIQUE (message_sid, status)
@@ -110,7 +111,8 @@ CREATE TABLE IF NOT EXISTS reconcile_runs (
 _SELECT_MESSAGES = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
 _SELECT_MESSAGE = f"{_SELECT_MESSAGES} WHERE message_sid = ?"
 _SELECT_MESSAGE_WITH_HISTORY = (
-    f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)}, e.status, e.received_at "
+    f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)}, e.status, "
+    "coalesce(e.occurred_at, e.received_at) "
     "FROM messages m JOIN status_events e ON e.message_sid = m.message_sid "
     "WHERE m.message_sid = ?"
 )
@@ -184,7 +186,7 @@ class SQLiteStore:
             history,
             existing.status if existing else None,
             event.status,
-            event.received_at,
+            event.at,
             origin=origin_of(existing, event),
         )
         state = next_state(existing, event, transition)
@@ -237,7 +239,7 @@ class SQLiteStore:
                 return None
             events = conn.execute(
                 f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
-                "WHERE message_sid = ? ORDER BY received_at, id",
+                "WHERE message_sid = ? ORDER BY coalesce(occurred_at, received_at), id",
                 (message_sid,),
             ).fetchall()
         return MessageHistory(message_from_row(row), [event_from_row(e) for e in events])
@@ -399,8 +401,7 @@ class SQLiteStore:
             fcntl.flock(self._local.lock_fd, fcntl.LOCK_EX)
             try:
                 if not self._schema_ready:
-                    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    _create_schema(conn)
                     self._schema_ready = True
                 yield conn
             finally:
@@ -435,3 +436,18 @@ class SQLiteStore:
             local.opened_writable = os.access(self.path, os.W_OK)
         conn_: sqlite3.Connection = local.conn
         return conn_
+
+
+# Columns added after a database was first created: (table, column, declaration).
+_ADDED_COLUMNS = (("status_events", "occurred_at", "REAL"),)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring a database made by an earlier version up to date. Runs
+    under the write flock, so the workers starting together never race each other here."""
+    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+    for table, column, declaration in _ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

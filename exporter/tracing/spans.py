@@ -176,6 +176,12 @@ class MessageSpans:
             attributes["twilio.message.from_status"] = transition.from_status
         if event.raw_dlr_done_date:
             attributes["twilio.raw_dlr_done_date"] = event.raw_dlr_done_date
+        if event.segments is not None:
+            attributes["twilio.message.segments"] = event.segments
+        if event.mcc:
+            attributes["twilio.mcc"] = event.mcc
+        if event.mnc:
+            attributes["twilio.mnc"] = event.mnc
         if event.error_code:
             attributes["twilio.error_code"] = event.error_code
         status = _UNSET

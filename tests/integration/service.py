@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support import AUTH_TOKEN, free_port, signed_request, wait_for
+from tests.support import AUTH_TOKEN, free_port, signed_events_request, signed_request, wait_for
 
 
 @dataclass
@@ -44,6 +44,14 @@ class Service:
         url = f"{self.status_url}?{query}" if query else self.status_url
         body, headers = signed_request(url, params, token)
         return (session or requests).post(url, data=body, headers=headers, timeout=30)
+
+    def post_events(
+        self, events: object, token: str = AUTH_TOKEN, session: requests.Session | None = None
+    ) -> requests.Response:
+        """An Event Streams delivery (a list of CloudEvents), signed like Twilio's sinks."""
+        url = f"{self.base_url}/twilio/events"
+        query, body, headers = signed_events_request(url, events, token)
+        return (session or requests).post(f"{url}?{query}", data=body, headers=headers, timeout=30)
 
     def metrics_text(self) -> str:
         response = requests.get(f"{self.base_url}/metrics", timeout=30)
