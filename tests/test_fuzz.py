@@ -1,4 +1,4 @@
-"""A short coverage-guided fuzz run of the parsing and validation path, in every test run."""
+"""Short coverage-guided fuzz runs of both inputs' parsing and validation, in every test run."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 
-HARNESS = Path(__file__).parent.parent / "fuzz" / "fuzz_callback.py"
+FUZZ = Path(__file__).parent.parent / "fuzz"
 
 
-def test_fuzzing_the_callback_path_finds_no_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize("harness", ["fuzz_callback.py", "fuzz_events.py"])
+def test_fuzzing_the_parsing_path_finds_no_crash(tmp_path: Path, harness: str) -> None:
     pytest.importorskip("atheris", reason="atheris has no wheel for this Python")
     result = subprocess.run(
-        [sys.executable, str(HARNESS), "-atheris_runs=30000", f"-artifact_prefix={tmp_path}/"],
+        [
+            sys.executable,
+            str(FUZZ / harness),
+            "-atheris_runs=30000",
+            f"-artifact_prefix={tmp_path}/",
+        ],
         capture_output=True,
         text=True,
         timeout=240,

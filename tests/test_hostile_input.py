@@ -16,12 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import Telemetry, create_app
 from exporter.config import Settings
+from exporter.event_streams import KNOWN_TYPES
 from exporter.events import CHANNELS
 from exporter.lifecycle import KNOWN_STATUSES
 from exporter.metrics import Metrics
 from exporter.store.sqlite import SQLiteStore
 from exporter.tracing import NoTracer
-from tests.support import AUTH_TOKEN, signed_request
+from tests.support import AUTH_TOKEN, cloud_event, signed_events_request, signed_request
 
 HOST = "http://falconframework.org"
 PATH = "/twilio/status"
@@ -45,6 +46,7 @@ BOUNDED = {
     "country": phonenumbers.SUPPORTED_REGIONS | {""},
     "from_status": KNOWN_STATUSES | {"other"},
     "to_status": KNOWN_STATUSES | {"other"},
+    "type": KNOWN_TYPES | {"other"},
 }
 
 
@@ -114,4 +116,75 @@ def test_signed_arbitrary_forms_are_accepted_or_refused_cleanly(
         PATH, body=urlencode(params).encode(), headers=headers, query_string=query_string or None
     )
     assert result.status_code in (200, 400), result.text
+    assert_labels_bounded(registry)
+
+
+EVENTS_PATH = "/twilio/events"
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text, values),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12,
+)
+event_keys = st.sampled_from(
+    ["messageSid", "timestamp", "to", "from", "errorCode", "tags", "rawDlrDoneDate",
+     "numberOfSegments", "statusCallBackUrl", "mcc", "numMedia", "dateUpdated"]
+)  # fmt: skip
+event_types = st.one_of(st.sampled_from(sorted(KNOWN_TYPES)), text, st.integers(), st.none())
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> object:
+    """A batch of CloudEvents built from Twilio's shape, then bent in arbitrary ways."""
+    events: list[object] = []
+    for _ in range(draw(st.integers(0, 5))):
+        event: dict[str, object] = cloud_event(draw(values), "sent", draw(text))
+        event["type"] = draw(event_types)
+        data = event["data"]
+        assert isinstance(data, dict)
+        data.update(draw(st.dictionaries(event_keys, json_values, max_size=6)))
+        if draw(st.booleans()):
+            event["data"] = draw(json_values)
+        events.append(event if draw(st.integers(0, 9)) else draw(json_values))
+    return events if draw(st.integers(0, 9)) else draw(json_values)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.binary(max_size=3000),
+    content_type=st.sampled_from(
+        ["application/json", "text/plain", "", "application/x-www-form-urlencoded"]
+    ),
+    signature=st.one_of(st.none(), text),
+    query=st.one_of(st.none(), text),
+)
+def test_arbitrary_event_deliveries_get_a_4xx_never_a_5xx(
+    app_under_attack: tuple[falcon.testing.TestClient, CollectorRegistry],
+    body: bytes,
+    content_type: str,
+    signature: str | None,
+    query: str | None,
+) -> None:
+    client, registry = app_under_attack
+    headers = {"Content-Type": content_type} if content_type else {}
+    if signature is not None and signature.isascii() and signature.isprintable():
+        headers["X-Twilio-Signature"] = signature
+    query = (query or "").lstrip("?")
+    result = client.simulate_post(
+        EVENTS_PATH, body=body, headers=headers, query_string=query or None
+    )
+    assert result.status_code in (400, 403, 413, 415), result.text
+    assert "Traceback" not in result.text
+    assert_labels_bounded(registry)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delivery=deliveries())
+def test_signed_arbitrary_deliveries_are_accepted_or_refused_cleanly(
+    app_under_attack: tuple[falcon.testing.TestClient, CollectorRegistry], delivery: object
+) -> None:
+    client, registry = app_under_attack
+    query, body, headers = signed_events_request(f"{HOST}{EVENTS_PATH}", delivery)
+    result = client.simulate_post(EVENTS_PATH, body=body, headers=headers, query_string=query)
+    assert result.status_code in (200, 400), result.text
+    assert result.json is not None and "Traceback" not in result.text
     assert_labels_bounded(registry)
