@@ -158,14 +158,14 @@ def run_show(args: argparse.Namespace) -> int:
     )
     if message.tags:
         print("tags " + " ".join(f"{k}={v}" for k, v in sorted(message.tags.items())))
-    print(f"{'received (UTC)':<26} {'status':<20} {'source':<9} {'error':<6} note")
+    print(f"{'received (UTC)':<26} {'status':<20} {'source':<12} {'error':<6} note")
     for event in history.events:
         notes = ["out of order"] if event.out_of_order else []
         if event.occurred_at is not None:
             notes.append(f"occurred {_time(event.occurred_at)}")
         note = ", ".join(notes)
         print(
-            f"{_time(event.received_at):<26} {event.status:<20} {event.source:<9} "
+            f"{_time(event.received_at):<26} {event.status:<20} {event.source:<12} "
             f"{event.error_code or '':<6} {note}"
         )
     return 0

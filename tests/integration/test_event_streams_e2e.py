@@ -175,3 +175,17 @@ def test_traces_are_timed_by_the_events_own_timestamps(
     assert (ms(root.start_ns), ms(root.end_ns)) == (round(created, 3), round(times["delivered"], 3))
     assert root.attributes["twilio.tag.tenant"] == "t1"
     assert root.attributes["twilio.tag.campaign"] == "streams"
+
+
+def test_show_prints_when_each_event_happened(
+    service: Service, run_cli: Callable[..., str]
+) -> None:
+    message = sid("SM", 8100)
+    sent_at = time.time() - 120
+    event = cloud_event(message, "sent", iso(sent_at), tags={"campaign": "es"})
+    assert service.post_events([event]).status_code == 200
+    output = run_cli("show", message, "--store", service.store_url)
+    assert "status=sent" in output and "campaign=es" in output
+    assert "event_stream" in output
+    happened = datetime.fromtimestamp(sent_at, UTC).isoformat(timespec="milliseconds")
+    assert f"occurred {happened}" in output
