@@ -27,6 +27,9 @@ TAG_FOR_LINKS = "twilio-status-exporter"  # dashboards link to all dashboards wi
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "twilio_status_callbacks_total": ("counter", frozenset({"outcome"})),
     "twilio_status_callbacks_out_of_order_total": ("counter", frozenset({"status"})),
+    # Event Streams (POST /twilio/events): per webhook request, and per CloudEvent in it.
+    "twilio_stream_requests_total": ("counter", frozenset({"outcome"})),
+    "twilio_stream_events_total": ("counter", frozenset({"type", "outcome"})),
     "twilio_message_status_total": (
         "counter",
         frozenset({"status", "channel", "error_code", "country"}),

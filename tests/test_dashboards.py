@@ -256,6 +256,71 @@ def test_overview_explains_every_common_error_code() -> None:
     assert meanings["30007"] == ERRORS["30007"].meaning  # the same table the spans use
 
 
+def _panel(name: str, title: str) -> dict:
+    (panel,) = [p for p in dq.visual_panels(dq.dashboards()[name]) if p["title"] == title]
+    return panel
+
+
+def _exprs(panel: dict) -> str:
+    return "\n".join(t["expr"] for t in panel["targets"])
+
+
+HEALTH = "twilio-exporter-health.json"
+
+
+def test_health_shows_the_source_split_by_input() -> None:
+    accepted = _panel(HEALTH, "Accepted status reports by input")
+    legends = {t["legendFormat"] for t in accepted["targets"]}
+    assert {"StatusCallback", "Event Streams", "Reconcile polls"} <= legends
+    exprs = _exprs(accepted)
+    assert 'twilio_status_callbacks_total{job=~"$job", outcome="accepted"}' in exprs
+    assert 'twilio_stream_events_total{job=~"$job", outcome="accepted"}' in exprs
+    assert "twilio_reconcile_messages_total" in exprs
+    duplicates = _panel(HEALTH, "Duplicate share by input")
+    assert {"StatusCallback", "Event Streams"} <= {t["legendFormat"] for t in duplicates["targets"]}
+    assert {"twilio_status_callbacks_total", "twilio_stream_events_total"} <= dq.metric_names(
+        _exprs(duplicates)
+    )
+    # Both inputs for the same messages: half the reports are duplicates, by design.
+    assert "about half" in duplicates["description"]
+    assert duplicates["fieldConfig"]["defaults"]["unit"] == "percentunit"
+
+
+def test_health_shows_event_streams_requests_next_to_callbacks() -> None:
+    callbacks = _panel(HEALTH, "Callbacks by outcome")
+    requests = _panel(HEALTH, "Event Streams requests by outcome")
+    assert requests["gridPos"]["y"] == callbacks["gridPos"]["y"], "side by side"
+    assert "sum by (outcome) (rate(twilio_stream_requests_total" in _exprs(requests)
+    events = _panel(HEALTH, "Event Streams events by type and outcome")
+    assert "sum by (type, outcome) (rate(twilio_stream_events_total" in _exprs(events)
+
+
+@pytest.mark.parametrize("name", DASHBOARD_NAMES)
+def test_rejection_panels_cover_both_inputs(name: str) -> None:
+    """A panel about rejected callbacks shows rejected Event Streams requests too."""
+    for panel in dq.visual_panels(dq.dashboards()[name]):
+        exprs = _exprs(panel)
+        if "twilio_status_callbacks_total" in exprs and re.search(
+            r"invalid_signature|malformed|outcome=\"error\"", exprs
+        ):
+            assert "twilio_stream_requests_total" in exprs, panel["title"]
+
+
+def test_panels_added_later_keep_the_ids_of_the_panels_before() -> None:
+    """viewPanel links and Grafana alerts name panels by id: added panels must not shift
+    the ids of the panels that were there first."""
+    ids = {p["title"]: p["id"] for p in dq.panels(dq.dashboards()[HEALTH])}
+    assert ids["Callbacks by outcome"] == 9
+    assert ids["Handler latency (p50, p90, p99)"] == 11
+    assert ids["Reconciled messages by result"] == 19
+    assert ids["Event Streams requests by outcome"] > 19
+
+
+def test_every_event_streams_metric_is_on_a_dashboard() -> None:
+    shown = set().union(*(dq.metric_names(q.expr) for q in dq.panel_queries()))
+    assert {"twilio_stream_requests_total", "twilio_stream_events_total"} <= shown
+
+
 @pytest.mark.parametrize(
     ("name", "subject"),
     [

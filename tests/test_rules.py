@@ -26,7 +26,9 @@ REQUIRED_ALERTS = {
     "TwilioErrorCodeSpike",  # one error code spiking (30007 carrier filtering)
     "TwilioMessagesStuckInSent",
     "TwilioStatusCallbacksStopped",  # while messages are still in flight
-    "TwilioInvalidSignatureBurst",
+    "TwilioStreamEventsStopped",  # the same for the Event Streams input
+    "TwilioInvalidSignatureBurst",  # on either input: callbacks and Event Streams
+    "TwilioStreamEventsMalformed",  # Event Streams events or requests rejected as malformed
     "TwilioSignatureValidationDisabled",
     "TwilioStatusExporterDown",  # up == 0
     "TwilioStatusExporterAbsent",  # absent(up)
@@ -93,6 +95,27 @@ def test_alert_has_a_firing_and_a_silent_promtool_case(alert: dict) -> None:
     ]
     assert any(check["exp_alerts"] for check in checks), "no case where it fires"
     assert any(not check["exp_alerts"] for check in checks), "no case where it stays silent"
+
+
+@pytest.mark.parametrize(
+    "name", ["TwilioInvalidSignatureBurst", "TwilioStatusExporterStoreUnavailable"]
+)
+def test_request_rejection_alerts_watch_both_inputs(name: str) -> None:
+    """A rotated token or a store outage hits StatusCallback and Event Streams alike; an
+    Event Streams-only sender must be alerted too."""
+    (alert,) = [a for a in dq.alerts() if a["alert"] == name]
+    metrics = dq.metric_names(alert["expr"])
+    assert {"twilio_status_callbacks_total", "twilio_stream_requests_total"} <= metrics
+    assert "label_replace" in alert["expr"], "keep the inputs apart, or `or` drops one"
+
+
+def test_event_streams_malformed_alert_watches_events_and_requests() -> None:
+    (alert,) = [a for a in dq.alerts() if a["alert"] == "TwilioStreamEventsMalformed"]
+    assert alert["labels"]["severity"] == "warning"
+    assert {
+        "job:twilio_stream_events_malformed:ratio_rate15m",
+        "job:twilio_stream_requests_malformed:ratio_rate15m",
+    } <= dq.metric_names(alert["expr"])
 
 
 def test_recording_rules_follow_level_metric_operation_naming() -> None:

@@ -296,20 +296,35 @@ def row(title: str) -> Json:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
 
+def with_id(panel_id: int, panel: Json) -> Json:
+    """A panel with a fixed id: for panels added to a released dashboard, so that the panels
+    after them keep their ids (the `viewPanel` links and Grafana alerts that refer to them)."""
+    return {"id": panel_id, **panel}
+
+
 def layout(rows: list[list[tuple[Json, int, int]]]) -> list[Json]:
-    """Place panels on Grafana's 24-column grid: each inner list is one line of panels."""
+    """Place panels on Grafana's 24-column grid: each inner list is one line of panels.
+
+    Panels are numbered in order, skipping those that carry a fixed id (`with_id`)."""
     panels, y, next_id = [], 0, 1
     for line in rows:
         x, height = 0, 0
         for panel, width, h in line:
-            panel = {"id": next_id, "gridPos": {"h": h, "w": width, "x": x, "y": y}, **panel}
-            next_id += 1
+            if "id" in panel:
+                panel_id = panel["id"]
+            else:
+                panel_id, next_id = next_id, next_id + 1
+            rest = {k: v for k, v in panel.items() if k != "id"}
+            panel = {"id": panel_id, "gridPos": {"h": h, "w": width, "x": x, "y": y}, **rest}
             panels.append(panel)
             x += width
             height = max(height, h)
         if x > 24:
             raise ValueError(f"line wider than 24 columns: {[p['title'] for p, _, _ in line]}")
         y += height
+    ids = [p["id"] for p in panels]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate panel ids: {sorted(i for i in ids if ids.count(i) > 1)}")
     return panels
 
 

@@ -1,4 +1,5 @@
-"""Twilio / Exporter health: targets, version, validation, requests, latency, dependencies."""
+"""Twilio / Exporter health: targets, version, validation, inputs, requests, latency,
+dependencies."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from generator.grafana import (
     OVERVIEW_UID,
     RED,
     RI,
+    VALID,
     Json,
     dashboard,
     dashboard_link,
@@ -24,11 +26,32 @@ from generator.grafana import (
     thresholds,
     timeseries,
     variables,
+    with_id,
 )
 
 CALLBACKS = "twilio_status_callbacks_total"
+STREAM_REQUESTS = "twilio_stream_requests_total"
+STREAM_EVENTS = "twilio_stream_events_total"
+RECONCILED = "twilio_reconcile_messages_total"
 REJECTED = 'outcome=~"invalid_signature|malformed|error"'
 AT_LEAST_ONE = thresholds((None, RED), (1, GREEN))
+SHARE = thresholds((None, GREEN), (0.05, ORANGE), (0.2, RED))
+# Legends of the two inputs that post to the exporter.
+STATUS_CALLBACK, EVENT_STREAMS = "StatusCallback", "Event Streams"
+
+# Panels added after the first release: fixed ids after the original 19, so that the ids of
+# the panels below them do not move.
+INPUTS_ROW_ID, BY_INPUT_ID, DUPLICATES_BY_INPUT_ID = 20, 21, 22
+STREAM_REQUESTS_ID, STREAM_EVENTS_ID = 23, 24
+
+
+def both_inputs(fn: str, selector: str, window: str) -> str:
+    """sum(fn(...)) over StatusCallback and Event Streams requests; an input that has no
+    series yet (an exporter without Event Streams) counts as 0 instead of emptying the sum."""
+    return (
+        f"(sum({fn}({CALLBACKS}{{{selector}}}[{window}])) or vector(0))\n+\n"
+        f"(sum({fn}({STREAM_REQUESTS}{{{selector}}}[{window}])) or vector(0))"
+    )
 
 
 def targets_up() -> Json:
@@ -80,12 +103,17 @@ def signature_validation() -> Json:
     )
 
 
-def callbacks_per_second() -> Json:
+def requests_per_second() -> Json:
     return stat(
-        "Callbacks per second",
-        "All status callbacks handled, any outcome.",
-        [target(f"sum(rate({CALLBACKS}{{{JOB}}}{RI}))", "callbacks/s")],
+        "Requests per second",
+        "Requests handled per second, any outcome: status callbacks (one status each) and "
+        "Event Streams deliveries (a batch of events each).",
+        [
+            target(f"sum(rate({CALLBACKS}{{{JOB}}}{RI}))", STATUS_CALLBACK, "A"),
+            target(f"sum(rate({STREAM_REQUESTS}{{{JOB}}}{RI}))", EVENT_STREAMS, "B"),
+        ],
         "reqps",
+        text_mode="value_and_name",
         graph=True,
     )
 
@@ -93,12 +121,13 @@ def callbacks_per_second() -> Json:
 def rejected_share() -> Json:
     return stat(
         "Rejected share",
-        "Share of callbacks rejected (invalid signature, malformed, store "
-        "unavailable) over the selected range.",
+        "Share of requests rejected (invalid signature or credentials, malformed, store "
+        "unavailable) over the selected range, status callbacks and Event Streams "
+        "deliveries together.",
         [
             target(
-                f"sum(increase({CALLBACKS}{{{JOB}, {REJECTED}}}[$__range]))\n/\n"
-                f"sum(increase({CALLBACKS}{{{JOB}}}[$__range]))",
+                f"(\n{both_inputs('increase', f'{JOB}, {REJECTED}', '$__range')}\n)\n/\n"
+                f"(\n{both_inputs('increase', JOB, '$__range')}\n)",
                 "rejected",
                 instant=True,
             )
@@ -112,13 +141,12 @@ def rejected_share() -> Json:
 def answered_503() -> Json:
     return stat(
         "Answered 503 (store unavailable)",
-        "Callbacks answered 503 in the selected range because the store could "
-        "not be written. Alert: TwilioStatusExporterStoreUnavailable.",
+        "Requests (status callbacks and Event Streams deliveries) answered 503 in the "
+        "selected range because the store could not be written. Alert: "
+        "TwilioStatusExporterStoreUnavailable.",
         [
             target(
-                f'sum(increase({CALLBACKS}{{{JOB}, outcome="error"}}[$__range]))',
-                "503",
-                instant=True,
+                both_inputs("increase", f'{JOB}, outcome="error"', "$__range"), "503", instant=True
             )
         ],
         "short",
@@ -127,12 +155,83 @@ def answered_503() -> Json:
     )
 
 
+def accepted_by_input() -> Json:
+    return timeseries(
+        "Accepted status reports by input",
+        "New statuses recorded per second by the input that brought them first: "
+        "StatusCallback requests, Event Streams events, and reconcile polls (statuses only "
+        "Twilio's API knew, or messages never seen: lost reports; daily runs show as "
+        "spikes). Stacked, the total is every status recorded (Messages by status on the "
+        "delivery overview). Duplicates are not counted here.",
+        [
+            target(
+                f'sum(rate({CALLBACKS}{{{JOB}, outcome="accepted"}}{RI}))', STATUS_CALLBACK, "A"
+            ),
+            target(
+                f'sum(rate({STREAM_EVENTS}{{{JOB}, outcome="accepted"}}{RI}))', EVENT_STREAMS, "B"
+            ),
+            target(
+                # Every replica reports the same store-backed reconcile totals: max, not sum.
+                f"sum(max by (job, result) "
+                f'(rate({RECONCILED}{{{JOB}, result=~"updated|missed"}}{RI})))',
+                "Reconcile polls",
+                "C",
+            ),
+        ],
+        "cps",
+        stack=True,
+    )
+
+
+def duplicates_by_input() -> Json:
+    return timeseries(
+        "Duplicate share by input",
+        "Share of each input's valid reports that repeated a (MessageSid, status) already "
+        "recorded, by either input. Alone, an input sees a few percent (Twilio retries; "
+        "Event Streams delivers at least once). A sender that uses both StatusCallback and "
+        "Event Streams for the same messages sees about half of all reports as duplicates: "
+        "that is expected and harmless, each status is still counted once. Reconcile "
+        "records only statuses the store lacks, so it has no duplicates.",
+        [
+            target(
+                f'sum(rate({CALLBACKS}{{{JOB}, outcome="duplicate"}}{RI}))\n/\n'
+                f"sum(rate({CALLBACKS}{{{JOB}, {VALID}}}{RI}))",
+                STATUS_CALLBACK,
+                "A",
+            ),
+            target(
+                f'sum(rate({STREAM_EVENTS}{{{JOB}, outcome="duplicate"}}{RI}))\n/\n'
+                f"sum(rate({STREAM_EVENTS}{{{JOB}, {VALID}}}{RI}))",
+                EVENT_STREAMS,
+                "B",
+            ),
+        ],
+        "percentunit",
+        SHARE,
+        maximum=1,
+    )
+
+
 def by_outcome() -> Json:
     return timeseries(
         "Callbacks by outcome",
         "Status callbacks per second by outcome: accepted, duplicate, "
-        "invalid_signature (403), malformed (400), error (503, store unavailable).",
+        "invalid_signature (403), malformed (400/413/415), error (503, store unavailable).",
         [target(f"sum by (outcome) (rate({CALLBACKS}{{{JOB}}}{RI}))", "{{outcome}}")],
+        "reqps",
+        stack=True,
+    )
+
+
+def stream_requests_by_outcome() -> Json:
+    return timeseries(
+        "Event Streams requests by outcome",
+        "Event Streams webhook deliveries (POST /twilio/events, a batch of events each) per "
+        "second by outcome: accepted (2xx; unusable events in it are counted as malformed "
+        "events), invalid_signature (401/403), malformed (400/413/415: not CloudEvents JSON, "
+        "too large, wrong content type, or no usable event), error (503, store unavailable; "
+        "Twilio retries those for up to 4 hours, but never a 4xx).",
+        [target(f"sum by (outcome) (rate({STREAM_REQUESTS}{{{JOB}}}{RI}))", "{{outcome}}")],
         "reqps",
         stack=True,
     )
@@ -140,13 +239,43 @@ def by_outcome() -> Json:
 
 def rejected_by_reason() -> Json:
     return timeseries(
-        "Rejected callbacks by reason",
-        "Rejected callbacks per second. invalid_signature: wrong auth token or "
-        "public URL (or probing); malformed: missing MessageSid/MessageStatus; "
-        "error: store unavailable, answered 503.",
-        [target(f"sum by (outcome) (rate({CALLBACKS}{{{JOB}, {REJECTED}}}{RI}))", "{{outcome}}")],
+        "Rejected requests by input and reason",
+        "Rejected requests per second, StatusCallback and Event Streams. invalid_signature: "
+        "wrong auth token, public URL or sink credentials (or probing); malformed: missing "
+        "MessageSid/MessageStatus, or no usable CloudEvent; error: store unavailable, "
+        "answered 503. Alerts: TwilioInvalidSignatureBurst, TwilioStreamEventsMalformed.",
+        [
+            target(
+                f"sum by (outcome) (rate({CALLBACKS}{{{JOB}, {REJECTED}}}{RI}))",
+                f"{STATUS_CALLBACK} {{{{outcome}}}}",
+                "A",
+            ),
+            target(
+                f"sum by (outcome) (rate({STREAM_REQUESTS}{{{JOB}, {REJECTED}}}{RI}))",
+                f"{EVENT_STREAMS} {{{{outcome}}}}",
+                "B",
+            ),
+        ],
         "reqps",
         ANY_IS_BAD,
+        stack=True,
+    )
+
+
+def stream_events_by_type_and_outcome() -> Json:
+    return timeseries(
+        "Event Streams events by type and outcome",
+        "CloudEvents received per second by type and outcome: accepted (new status), "
+        "duplicate (status already recorded, by either input), ignored (not a message "
+        "status, e.g. the sink's test event), malformed (unusable; the rest of its batch "
+        "still counts), error (store unavailable). Types outside the known set are `other`.",
+        [
+            target(
+                f"sum by (type, outcome) (rate({STREAM_EVENTS}{{{JOB}}}{RI}))",
+                "{{type}} {{outcome}}",
+            )
+        ],
+        "cps",
         stack=True,
     )
 
@@ -155,7 +284,7 @@ def handler_latency() -> Json:
     return timeseries(
         "Handler latency (p50, p90, p99)",
         "Time to handle a status callback, including the durable write before "
-        "the 200. Twilio waits at most 15 s for an answer.",
+        "the 200 (status callbacks only). Twilio waits at most 15 s for an answer.",
         quantiles("twilio_status_callback_request_duration_seconds", JOB),
         "s",
         thresholds((None, GREEN), (0.25, ORANGE), (1, RED)),
@@ -255,12 +384,24 @@ def build() -> Json:
                 (targets_up(), 4, 4),
                 (version(), 4, 4),
                 (signature_validation(), 4, 4),
-                (callbacks_per_second(), 4, 4),
+                (requests_per_second(), 4, 4),
                 (rejected_share(), 4, 4),
                 (answered_503(), 4, 4),
             ],
+            [(with_id(INPUTS_ROW_ID, row("Inputs")), 24, 1)],
+            [
+                (with_id(BY_INPUT_ID, accepted_by_input()), 12, 8),
+                (with_id(DUPLICATES_BY_INPUT_ID, duplicates_by_input()), 12, 8),
+            ],
             [(row("Requests"), 24, 1)],
-            [(by_outcome(), 12, 8), (rejected_by_reason(), 12, 8)],
+            [
+                (by_outcome(), 12, 8),
+                (with_id(STREAM_REQUESTS_ID, stream_requests_by_outcome()), 12, 8),
+            ],
+            [
+                (rejected_by_reason(), 12, 8),
+                (with_id(STREAM_EVENTS_ID, stream_events_by_type_and_outcome()), 12, 8),
+            ],
             [(handler_latency(), 12, 8), (handler_latency_heatmap(), 12, 8)],
             [(row("Dependencies"), 24, 1)],
             [(store_errors(), 8, 8), (spans_dropped(), 8, 8), (scrape_duration(), 8, 8)],
@@ -271,9 +412,10 @@ def build() -> Json:
     return dashboard(
         HEALTH_UID,
         "Twilio / Exporter health",
-        "twilio-status-exporter's own health: targets, version, signature validation, request "
-        "rate and rejects by reason, handler latency, store errors, dropped spans and "
-        "reconciliation with Twilio's API.",
+        "twilio-status-exporter's own health: targets, version, signature validation, its "
+        "inputs (StatusCallback, Event Streams, reconcile polls), requests and rejects by "
+        "reason, handler latency, store errors, dropped spans and reconciliation with "
+        "Twilio's API.",
         panels,
         variables(),
     )

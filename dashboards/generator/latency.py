@@ -6,6 +6,7 @@ from generator.grafana import (
     CHANNEL,
     CHANNEL_VAR,
     GREEN,
+    HEALTH_UID,
     JOB,
     LATENCY_UID,
     ORANGE,
@@ -46,9 +47,10 @@ def p90_by(metric: str, selector: str, by: str, legend: str) -> Json:
 def lag_percentiles() -> Json:
     return timeseries(
         "Callback lag (p50, p90, p99)",
-        "Callback arrival minus the event time the carrier reports "
-        "(RawDlrDoneDate, minute precision, treated as UTC). Tells carrier and "
-        "Twilio delays apart from delivery itself.",
+        "Arrival minus the time the status happened: for Event Streams events their own "
+        "timestamp (exact to the millisecond), for status callbacks the carrier's "
+        "RawDlrDoneDate (minute precision, treated as UTC). Tells carrier and Twilio "
+        "delays apart from delivery itself.",
         quantiles("twilio_callback_lag_seconds", JOB),
         "s",
         LAG,
@@ -59,7 +61,8 @@ def lag_percentiles() -> Json:
 def lag_heatmap() -> Json:
     return heatmap(
         "Callback lag distribution",
-        "Distribution of callback lag over time.",
+        "Distribution of callback and Event Streams lag over time; the sub-second buckets "
+        "fill from Event Streams, whose timestamps are exact.",
         "twilio_callback_lag_seconds",
         JOB,
         "s",
@@ -69,7 +72,7 @@ def lag_heatmap() -> Json:
 def lag_by_status() -> Json:
     return timeseries(
         "Callback lag p90 by status",
-        "90th percentile of callback lag per reported status.",
+        "90th percentile of callback (and Event Streams event) lag per reported status.",
         [p90_by("twilio_callback_lag_seconds", JOB, "status", "{{status}}")],
         "s",
         LAG,
@@ -130,7 +133,10 @@ def duplicate_rate() -> Json:
         "Duplicate callback rate",
         "Share of valid callbacks that repeated a (MessageSid, status) already "
         "recorded. Twilio retries and multi-region delivery cause a few; a jump "
-        "means Twilio did not see our 200 in time (slow store?).",
+        "means Twilio did not see our 200 in time (slow store?). A sender that also "
+        "subscribes Event Streams to the same messages sees about half of its callbacks "
+        "as duplicates, as expected: see Duplicate share by input on the exporter health "
+        "dashboard.",
         [
             target(
                 f'sum(rate({CALLBACKS}{{{JOB}, outcome="duplicate"}}{RI}))\n/\n'
@@ -141,19 +147,20 @@ def duplicate_rate() -> Json:
         "percentunit",
         SHARE,
         line_thresholds=True,
+        links=[dashboard_link("Exporter health", HEALTH_UID)],
     )
 
 
 def out_of_order_rate() -> Json:
     return timeseries(
-        "Out-of-order callback rate",
-        "Share of accepted callbacks that reported a status ranked below one "
-        "already recorded (recorded in history; the current status never moves "
-        "backwards).",
+        "Out-of-order status rate",
+        "Share of recorded statuses (from callbacks, Event Streams or reconcile polls) "
+        "that ranked below one already recorded (recorded in history; the current status "
+        "never moves backwards).",
         [
             target(
                 f"sum(rate(twilio_status_callbacks_out_of_order_total{{{JOB}}}{RI}))\n/\n"
-                f'sum(rate({CALLBACKS}{{{JOB}, outcome="accepted"}}{RI}))',
+                f"sum(rate(twilio_message_status_total{{{JOB}}}{RI}))",
                 "out of order",
             )
         ],
@@ -165,8 +172,8 @@ def out_of_order_rate() -> Json:
 
 def out_of_order_by_status() -> Json:
     return timeseries(
-        "Out-of-order callbacks by status",
-        "Out-of-order callbacks per second by the late status they carried.",
+        "Out-of-order reports by status",
+        "Out-of-order status reports (any input) per second by the late status they carried.",
         [
             target(
                 f"sum by (status) (rate(twilio_status_callbacks_out_of_order_total{{{JOB}}}{RI}))",
@@ -225,7 +232,7 @@ def build() -> Json:
             [(row("Stage latency"), 24, 1)],
             [(stage_by_stage(), 12, 9), (stage_percentiles(), 12, 9)],
             [(stage_heatmap(), 12, 9), (time_to_status(), 12, 9)],
-            [(row("Callback ordering"), 24, 1)],
+            [(row("Ordering"), 24, 1)],
             [
                 (duplicate_rate(), 8, 8),
                 (out_of_order_rate(), 8, 8),
@@ -238,8 +245,8 @@ def build() -> Json:
     return dashboard(
         LATENCY_UID,
         "Twilio / Callback lag & latency",
-        "Callback lag, stage latencies, duplicate and out-of-order callbacks, messages in flight "
-        "and stale, from twilio-status-exporter.",
+        "Callback and Event Streams lag, stage latencies, duplicate and out-of-order statuses, "
+        "messages in flight and stale, from twilio-status-exporter.",
         panels,
         variables(
             CHANNEL_VAR,

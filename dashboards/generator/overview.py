@@ -263,8 +263,9 @@ def rate_by_country() -> Json:
 def by_status() -> Json:
     return timeseries(
         "Messages by status",
-        "Status changes per second; each (message, status) pair counts once, "
-        "duplicated callbacks do not.",
+        "Status changes per second; each (message, status) pair counts once, whichever "
+        "input reported it (StatusCallback, Event Streams, reconcile poll); duplicates do "
+        "not count.",
         [target(f"sum by (status) ({rate_of(MSG)})", "{{status}}")],
         "cps",
         stack=True,

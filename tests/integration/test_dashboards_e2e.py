@@ -1,10 +1,11 @@
 """Every dashboard query and rule runs against a real Prometheus scraping the real service.
 
 One module-scoped run: the exporter under gunicorn, a Prometheus scraping it every second with
-dashboards/rules loaded, and two waves of signed, realistic callbacks (so every counter and
-histogram series moves between scrapes and rate() has something to see). The tests then send
-each panel, template-variable and rule query to Prometheus's HTTP API, with Grafana's variables
-substituted, and check it parses and, for the panels that show this traffic, returns data.
+dashboards/rules loaded, and two waves of signed, realistic callbacks and Event Streams
+deliveries (so every counter and histogram series moves between scrapes and rate() has
+something to see). The tests then send each panel, template-variable and rule query to
+Prometheus's HTTP API, with Grafana's variables substituted, and check it parses and, for the
+panels that show this traffic, returns data.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import requests
 from tests import dashboard_queries as dq
 from tests.integration.prometheus import Prometheus, start_prometheus
 from tests.integration.service import Service, start_service
-from tests.support import AUTH_TOKEN, callback_params, sid, wait_for
+from tests.support import AUTH_TOKEN, callback_params, cloud_event, sid, wait_for
 
 JOB = "twilio-status-exporter"
 
 # Panels that stay empty after a short, healthy run: nothing goes stale within minutes, the
 # store never fails, no OTLP endpoint is configured to drop spans, and reconcile never runs.
+# (Every other panel, the Event Streams ones included, must show the run's traffic.)
 NEEDS_RARE_EVENTS = {
     "Last successful reconcile",
     "Reconciled messages by result",
@@ -62,6 +64,12 @@ STATUSES_TO = {
     "sent": ("queued", "sent"),
 }
 INVALID_SIGNATURES = (2, 12)  # per wave: at least 10 in 5 minutes fires the burst alert
+# Event Streams deliveries per wave: messages reported by events only (queued, sent,
+# delivered), events repeating statuses callbacks already brought (duplicates), the sink's
+# test event (ignored), an event without a messageSid (malformed; its batch is accepted), a
+# body that is no JSON (a malformed request) and a delivery with a bad signature.
+EVENT_MESSAGES = 4
+EVENT_BATCH = 5
 
 
 @dataclass
@@ -70,7 +78,8 @@ class Run:
 
     prometheus: Prometheus
     service: Service
-    callbacks: int  # every POST, any outcome
+    callbacks: int  # every POST to /twilio/status, any outcome
+    deliveries: int  # every POST to /twilio/events, any outcome
     started: float
 
     def api(self, path: str, **params: Any) -> Any:
@@ -124,7 +133,43 @@ def _callbacks(wave: int) -> Iterator[tuple[dict[str, str], bool]]:
         yield callback_params(sid("SM", wave * 1000 + 900 + n), "sent"), False
 
 
-def _send_wave(service: Service, wave: int) -> int:
+def _iso(at: float) -> str:
+    """An Event Streams timestamp: RFC 3339, UTC, milliseconds."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _deliveries(wave: int) -> Iterator[tuple[object, bool, int]]:
+    """(events or raw body, correctly signed, expected status) for one wave's Event Streams
+    deliveries."""
+    now = time.time()
+    events: list[object] = []
+    for n in range(EVENT_MESSAGES):
+        message = sid("SM", wave * 1000 + 500 + n)
+        for status, ago in (("queued", 4.5), ("sent", 3.25), ("delivered", 0.5 + n)):
+            events.append(cloud_event(message, status, _iso(now - ago), to="+447700900123"))
+    # Statuses the callbacks of this wave already recorded: duplicates.
+    for n in range(0, 4, 3):
+        for status in ("queued", "sent"):
+            events.append(cloud_event(sid("SM", wave * 1000 + n), status, _iso(now - 5)))
+    events.append(
+        {
+            "specversion": "1.0",
+            "type": "com.twilio.eventstreams.test-event",
+            "source": "Sink",
+            "id": f"EZ{wave:032x}",
+            "time": _iso(now),
+            "data": {"test_id": "dashboards-e2e"},
+        }
+    )
+    events.append(cloud_event(sid("SM", wave * 1000 + 599), "sent", _iso(now), messageSid=""))
+    for start in range(0, len(events), EVENT_BATCH):
+        yield events[start : start + EVENT_BATCH], True, 200
+    yield b"not json", True, 400
+    yield events[:1], False, 403
+
+
+def _send_wave(service: Service, wave: int) -> tuple[int, int]:
+    """Send one wave; (callback requests, Event Streams requests) sent."""
     sent = 0
     with requests.Session() as session:
         for form, signed in _callbacks(wave):
@@ -137,12 +182,25 @@ def _send_wave(service: Service, wave: int) -> int:
                 f"{form} answered {response.status_code} {response.text}\n{service.log()[-3000:]}"
             )
             sent += 1
-    return sent
+        deliveries = 0
+        for events, signed, expected in _deliveries(wave):
+            token = AUTH_TOKEN if signed else "not-the-auth-token"
+            response = service.post_events(events, token=token, session=session)
+            assert response.status_code == expected, (
+                f"delivery answered {response.status_code} {response.text}\n{service.log()[-3000:]}"
+            )
+            deliveries += 1
+    return sent, deliveries
 
 
-def _total_callbacks(prometheus: Prometheus) -> float:
-    result = prometheus.query(f'sum(twilio_status_callbacks_total{{job="{JOB}"}})')
-    return float(result[0]["value"][1]) if result else -1.0
+def _scraped_totals(prometheus: Prometheus) -> tuple[float, float]:
+    """(callback requests, Event Streams requests) in Prometheus's latest scrape."""
+
+    def total(metric: str) -> float:
+        result = prometheus.query(f'sum({metric}{{job="{JOB}"}})')
+        return float(result[0]["value"][1]) if result else -1.0
+
+    return total("twilio_status_callbacks_total"), total("twilio_stream_requests_total")
 
 
 def _rules_evaluated_since(prometheus: Prometheus, since: float) -> bool:
@@ -168,13 +226,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     try:
         started = time.time()
         wait_for(lambda: prometheus.scraped(JOB), timeout=30, what="a first scrape")
-        callbacks = 0
+        callbacks = deliveries = 0
         for wave in (0, 1):
-            callbacks += _send_wave(service, wave)
+            sent = _send_wave(service, wave)
+            callbacks, deliveries = callbacks + sent[0], deliveries + sent[1]
             wait_for(
-                lambda expected=callbacks: _total_callbacks(prometheus) == expected,
+                lambda expected=(callbacks, deliveries): _scraped_totals(prometheus) == expected,
                 timeout=30,
-                what=f"prometheus to scrape wave {wave} ({callbacks} callbacks)",
+                what=f"prometheus to scrape wave {wave} ({callbacks} callbacks, "
+                f"{deliveries} Event Streams deliveries)",
             )
         scraped_at = time.time()
         wait_for(
@@ -182,7 +242,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             timeout=30,
             what="every rule to be evaluated on the final data",
         )
-        yield Run(prometheus, service, callbacks, started)
+        yield Run(prometheus, service, callbacks, deliveries, started)
     finally:
         prometheus.stop()
         service.stop()
@@ -273,6 +333,45 @@ def test_recorded_delivery_rate_is_between_zero_and_one(run: Run) -> None:
         what="the delivery-rate recording rule",
     )
     assert 0 < float(result[0]["value"][1]) < 1
+
+
+def _by_label(run: Run, expr: str, label: str) -> dict[str, float]:
+    return {s["metric"][label]: float(s["value"][1]) for s in run.query(expr, instant=True)}
+
+
+def test_event_streams_figures_are_what_was_sent(run: Run) -> None:
+    """What the Event Streams panels show, against what the two waves sent."""
+    waves = 2
+    events = _by_label(
+        run, f'sum by (outcome) (twilio_stream_events_total{{job="{JOB}"}})', "outcome"
+    )
+    assert events == {
+        "accepted": waves * EVENT_MESSAGES * 3,
+        "duplicate": waves * 4,  # queued and sent of two messages the callbacks brought
+        "ignored": waves * 1,  # the sink's test event
+        "malformed": waves * 1,  # no messageSid; its batch was still accepted
+    }
+    requests_ = _by_label(
+        run, f'sum by (outcome) (twilio_stream_requests_total{{job="{JOB}"}})', "outcome"
+    )
+    batches = -(-(EVENT_MESSAGES * 3 + 4 + 2) // EVENT_BATCH)
+    assert {k: v for k, v in requests_.items() if v} == {
+        "accepted": waves * batches,
+        "malformed": waves * 1,  # not JSON
+        "invalid_signature": waves * 1,
+    }
+    assert sum(requests_.values()) == run.deliveries
+
+
+def test_source_split_adds_up_to_every_recorded_status(run: Run) -> None:
+    """Stacked, the accepted reports by input are every status recorded, each once."""
+    by_input = run.query(
+        f'sum(twilio_status_callbacks_total{{job="{JOB}", outcome="accepted"}})'
+        f' + sum(twilio_stream_events_total{{job="{JOB}", outcome="accepted"}})',
+        instant=True,
+    )
+    recorded = run.query(f'sum(twilio_message_status_total{{job="{JOB}"}})', instant=True)
+    assert float(by_input[0]["value"][1]) == float(recorded[0]["value"][1]) > 0
 
 
 def test_invalid_signature_burst_alert_fires(run: Run) -> None:
