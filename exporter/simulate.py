@@ -1,4 +1,5 @@
-"""`twilio-status-exporter simulate`: send realistic, signed StatusCallback traffic to a URL.
+"""`twilio-status-exporter simulate`: send realistic, signed status traffic to the exporter:
+StatusCallbacks, Event Streams events, or both.
 
 For demos (start the service, start the simulator, open the dashboards) and as the load
 generator of the benchmark and the end-to-end tests. The engine is `exporter.simulation`.
@@ -19,19 +20,28 @@ import phonenumbers
 
 from exporter.simulation import (
     CallbackSender,
+    Input,
     ScheduledCallback,
     TrafficProfile,
+    events_url_for,
     generate_callbacks,
+    generate_traffic,
     sign,
     summary_json,
     summary_table,
 )
+from exporter.simulation.batching import DEFAULT_BATCH
 from exporter.simulation.model import DEFAULT_REGIONS, QUERY_FEATURES
 from exporter.simulation.report import exit_code, progress_line
 
 __all__ = ["ScheduledCallback", "add_arguments", "generate_callbacks", "run", "sign"]
 
 DEFAULT_URL = "http://127.0.0.1:8080/twilio/status"
+INPUTS = {
+    "callbacks": frozenset({Input.CALLBACKS}),
+    "events": frozenset({Input.EVENTS}),
+    "both": frozenset({Input.CALLBACKS, Input.EVENTS}),
+}
 EXAMPLES = """examples:
   demo, a minute of lifecycle per second until ^C:
     twilio-status-exporter simulate
@@ -40,18 +50,44 @@ EXAMPLES = """examples:
   exercise the 403 path and duplicates, reproducibly:
     twilio-status-exporter simulate --messages 500 --invalid-signature-rate 0.05 \\
       --duplicate-rate 0.1 --seed 42 --summary-json summary.json
+  Event Streams and callbacks for every status, events 20 to a request:
+    twilio-status-exporter simulate --input both --event-batch 20 --messages 1000
 
 Exit status: 0 when every answer was the expected one; 1 on any 5xx, connection failure,
-rejected valid callback or accepted forged one; 2 on bad options."""
+rejected valid callback or event (or one a 200 reports unusable) or accepted forged one;
+2 on bad options."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `simulate` options to `parser`."""
-    parser.description = "Send realistic, correctly signed Twilio StatusCallback traffic to a URL."
+    parser.description = (
+        "Send realistic, correctly signed Twilio status traffic (StatusCallbacks, Event Streams "
+        "events, or both) to the exporter."
+    )
     parser.epilog = EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
     add("--url", default=DEFAULT_URL, help=f"callback URL to POST to (default {DEFAULT_URL})")
+    add(
+        "--input",
+        choices=sorted(INPUTS),
+        default="callbacks",
+        help="how statuses are reported: StatusCallbacks, Event Streams events, or both, "
+        "each status then reported twice (callbacks)",
+    )
+    add(
+        "--events-url",
+        metavar="URL",
+        help="Event Streams sink URL to POST to (default: --url with /twilio/status replaced "
+        "by /twilio/events)",
+    )
+    add(
+        "--event-batch",
+        type=int,
+        default=DEFAULT_BATCH,
+        metavar="N",
+        help=f"most events per Event Streams request ({DEFAULT_BATCH})",
+    )
     add(
         "--auth-token",
         metavar="TOKEN",
@@ -62,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=20.0,
         metavar="PER_SECOND",
-        help="callbacks/s; 0 = as fast as possible (20)",
+        help="statuses/s, callbacks and events together; 0 = as fast as possible (20)",
     )
     add(
         "--messages",
@@ -85,28 +121,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.02,
         metavar="SHARE",
-        help="share of callbacks repeated (0.02)",
+        help="share of callbacks and of events repeated (0.02)",
     )
     add(
         "--out-of-order-rate",
         type=float,
         metavar="SHARE",
         default=0.02,
-        help="share of callbacks overtaken by a later status of their message (0.02)",
+        help="share of callbacks and of events overtaken by a later status of their message (0.02)",
     )
     add(
         "--invalid-signature-rate",
         type=float,
         metavar="SHARE",
         default=0.0,
-        help="share of callbacks also sent with a wrong signature, expecting 403 (0)",
+        help="share of callbacks and of events also sent with a wrong signature, expecting 403 (0)",
     )
     add(
         "--initial-status-rate",
         type=float,
         metavar="SHARE",
         default=0.02,
-        help="share of messages whose initial status (queued/accepted/scheduled) is sent (0.02)",
+        help="share of messages whose initial status (queued/accepted/scheduled) is sent "
+        "as a callback (0.02; Event Streams always reports queued)",
     )
     add(
         "--with-query",
@@ -134,7 +171,15 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation described by `args`; 0 when every answer was as expected."""
     try:
         token, profile = _token(args), _profile(args)
-        sender = CallbackSender(args.url, token, args.concurrency, args.timeout)
+        events_url = args.events_url or events_url_for(args.url)
+        sender = CallbackSender(
+            args.url,
+            token,
+            args.concurrency,
+            args.timeout,
+            events_url=events_url,
+            event_batch=args.event_batch,
+        )
     except ValueError as ex:
         print(f"simulate: {ex}", file=sys.stderr)
         return 2
@@ -143,20 +188,30 @@ def run(args: argparse.Namespace) -> int:
     if messages is None and args.duration is None and not args.quiet:
         print("simulate: no --messages or --duration: running until ^C", file=sys.stderr)
     if not args.quiet:
-        print(f"simulate: seed {seed}, sending to {args.url}", file=sys.stderr)
-    callbacks = generate_callbacks(seed, messages, profile)
+        targets = [
+            url
+            for url, input_ in ((args.url, Input.CALLBACKS), (events_url, Input.EVENTS))
+            if input_ in profile.inputs
+        ]
+        print(f"simulate: seed {seed}, sending to {' and '.join(targets)}", file=sys.stderr)
+    traffic = generate_traffic(seed, messages, profile)
     done = threading.Event()
     progress = None
     if not args.quiet:
         progress = threading.Thread(target=_report_progress, args=(sender, done), daemon=True)
         progress.start()
-    results = sender.run(callbacks, paced=profile.rate > 0, duration=args.duration)
+    results = sender.run(traffic, paced=profile.rate > 0, duration=args.duration)
     done.set()
     if progress is not None:
         progress.join()
     print(summary_table(results))
     if args.summary_json is not None:
-        data = summary_json(results) | {"seed": seed, "url": args.url}
+        data = summary_json(results) | {
+            "seed": seed,
+            "input": args.input,
+            "url": args.url,
+            "events_url": events_url,
+        }
         args.summary_json.write_text(json.dumps(data, indent=2) + "\n")
     return exit_code(results)
 
@@ -184,6 +239,7 @@ def _profile(args: argparse.Namespace) -> TrafficProfile:
         query=frozenset(features),
         regions=_regions(args.countries),
         epoch=time.time(),
+        inputs=INPUTS[args.input],
     )
 
 

@@ -57,6 +57,7 @@ class MessagePlan:
     stages: tuple[Stage, ...]
     num_media: int = 0
     extras: dict[str, str] = field(default_factory=dict)
+    region: str = ""  # ISO region of the destination number
 
 
 def lognormal(rng: random.Random, median: float, sigma: float) -> float:
@@ -95,9 +96,10 @@ class NumberBook:
                 break
         return found or [phonenumbers.format_number(example, E164)]
 
-    def draw(self, rng: random.Random) -> str:
+    def draw(self, rng: random.Random) -> tuple[str, str]:
+        """A number and its region."""
         region = rng.choices(self.regions, weights=self.weights)[0]
-        return rng.choice(self.numbers[region])
+        return rng.choice(self.numbers[region]), region
 
 
 def plan_message(rng: random.Random, numbers: NumberBook) -> MessagePlan:
@@ -106,7 +108,7 @@ def plan_message(rng: random.Random, numbers: NumberBook) -> MessagePlan:
     channel = {"whatsapp": "whatsapp", "mms": "mms"}.get(kind, "sms")
     service_whatsapp = kind == "whatsapp" and rng.random() < 0.5
     via_service = kind in ("service_sms", "scheduled") or service_whatsapp
-    to = numbers.draw(rng)
+    to, region = numbers.draw(rng)
     sender = rng.choice(SMS_SENDERS)
     if channel == "whatsapp":
         to, sender = "whatsapp:" + to, WHATSAPP_SENDER
@@ -119,6 +121,7 @@ def plan_message(rng: random.Random, numbers: NumberBook) -> MessagePlan:
         via_service=via_service,
         stages=tuple(stages),
         num_media=rng.randint(1, 3) if channel == "mms" else 0,
+        region=region,
     )
 
 

@@ -1,8 +1,11 @@
-"""The simulator's vocabulary: what traffic to generate and what one planned callback is."""
+"""The simulator's vocabulary: what traffic to generate, what one planned callback or event
+is, and what one planned HTTP request is."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlencode
 
@@ -37,6 +40,13 @@ DEFAULT_REGIONS: tuple[tuple[str, float], ...] = (
 )
 
 
+class Input(StrEnum):
+    """How Twilio reports a status to the exporter: a StatusCallback or an Event Streams event."""
+
+    CALLBACKS = "callbacks"
+    EVENTS = "events"
+
+
 class Outcome(StrEnum):
     """How the exporter should count a callback (its `outcome` label, SPEC section 7)."""
 
@@ -50,9 +60,11 @@ class Outcome(StrEnum):
 class TrafficProfile:
     """What traffic to generate. Rates are probabilities per callback.
 
-    `rate` is the target callbacks per real second (0 = as fast as possible: `due` is then
-    only an ordering). `time_compression` divides every lifecycle delay: 60 shows one minute
-    of lifecycle per real second. `epoch` is the wall-clock time of the simulation's start.
+    `rate` is the target statuses delivered per real second, callbacks and events together
+    (0 = as fast as possible: `due` is then only an ordering). `time_compression` divides
+    every lifecycle delay: 60 shows one minute of lifecycle per real second. `epoch` is the
+    wall-clock time of the simulation's start. `inputs` are the ways statuses are reported;
+    the rates of disorder, duplicates and forgeries apply to each input on its own.
     """
 
     rate: float = 20.0
@@ -64,6 +76,7 @@ class TrafficProfile:
     query: frozenset[str] = QUERY_FEATURES
     regions: tuple[tuple[str, float], ...] = DEFAULT_REGIONS
     epoch: float = 1_767_225_600.0  # 2026-01-01T00:00:00Z: reproducible unless told otherwise
+    inputs: frozenset[Input] = frozenset({Input.CALLBACKS})
 
     def __post_init__(self) -> None:
         probabilities = (
@@ -83,6 +96,8 @@ class TrafficProfile:
         unknown = self.query - QUERY_FEATURES
         if unknown:
             raise ValueError(f"unknown query features {sorted(unknown)}; use {QUERY_FEATURES}")
+        if not self.inputs:
+            raise ValueError("inputs must name at least one of callbacks, events")
 
 
 @dataclass(frozen=True)
@@ -100,11 +115,71 @@ class ScheduledCallback:
 
     def url(self, base: str) -> str:
         """The full callback URL (the signed one): `base` plus this message's query."""
-        if not self.query:
-            return base
-        separator = "&" if "?" in base else "?"
-        return base + separator + urlencode(self.query)
+        return with_query(base, self.query)
 
     def body(self) -> bytes:
         """The form-encoded request body, as Twilio posts it."""
         return urlencode(self.params).encode("ascii")
+
+
+@dataclass(frozen=True)
+class ScheduledEvent:
+    """One Event Streams CloudEvent reporting a status, and when it is due (real seconds after
+    start). Copies of an event (retries, forgeries) share its `envelope` and `data`."""
+
+    due: float
+    lifecycle_time: float  # uncompressed seconds since the message was created
+    message_sid: str
+    status: str
+    envelope: dict[str, str]  # the CloudEvent's attributes: specversion, type, id, time, ...
+    data: dict[str, object]  # without statusCallBackUrl, which depends on the callback URL
+    query: str = ""  # the message's StatusCallback query, encoded (once per message: it is hot)
+    expected: Outcome = Outcome.ACCEPTED
+    concurrent_copy: bool = False  # a redelivery sent at the same moment on another connection
+
+    @property
+    def id(self) -> str:
+        """The CloudEvent id: the same for every delivery of this (message, status)."""
+        return self.envelope["id"]
+
+    def cloud_event(self, callback_url: str) -> dict[str, object]:
+        """The event as posted: `data.statusCallBackUrl` is `callback_url` with the message's
+        query, the URL the message named as its StatusCallback."""
+        data = {**self.data, "statusCallBackUrl": with_query(callback_url, self.query)}
+        return {**self.envelope, "data": data}
+
+
+Scheduled = ScheduledCallback | ScheduledEvent
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One HTTP request of the run: where it goes, what it carries, what the answer should be.
+
+    `expected` has one outcome per status it reports: one for a callback, one per event."""
+
+    input: Input
+    url: str  # the full URL, query included: the one that is signed
+    body: bytes
+    headers: dict[str, str]
+    expected: tuple[Outcome, ...]
+
+    @property
+    def forged(self) -> bool:
+        """Signed with the wrong token on purpose: the answer should be a 403."""
+        return all(e is Outcome.INVALID_SIGNATURE for e in self.expected)
+
+
+def with_query(url: str, query: Mapping[str, str] | str) -> str:
+    """`url` with `query` (parameters, or already encoded) appended, after `&` when it
+    already has a query."""
+    if not query:
+        return url
+    separator = "&" if "?" in url else "?"
+    return url + separator + (query if isinstance(query, str) else urlencode(query))
+
+
+def rfc3339(timestamp: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds and a Z, as Twilio writes times."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
