@@ -12,32 +12,23 @@ from collections.abc import Callable
 
 import falcon
 
-from exporter.config import Settings
 from exporter.events import FormParams, MalformedCallback, parse_callback, parse_form
-from exporter.ingest import Ingestor
-from exporter.request_body import UnreadableBody, content_type_of, read_body, store_unavailable
-from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, SignatureChecker, callback_url
+from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, callback_url
 from exporter.store import StoreUnavailable
+from exporter.webhook import (
+    UnreadableBody,
+    WebhookResource,
+    content_type_of,
+    read_body,
+    store_unavailable,
+)
 
 log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
 
 
-class StatusCallbackResource:
+class StatusCallbackResource(WebhookResource):
     """POST /twilio/status. A 200 is sent only once the callback is committed."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        ingestor: Ingestor,
-        checker: SignatureChecker | None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._settings = settings
-        self._ingestor = ingestor
-        self._metrics = ingestor.metrics
-        self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
-        self._clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         started = time.perf_counter()
@@ -84,10 +75,6 @@ class StatusCallbackResource:
         resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_TEXT
         resp.data = b""
-
-    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
-        # Falcon answers OPTIONS by itself; this endpoint takes POST and nothing else.
-        raise falcon.HTTPMethodNotAllowed(["POST"])
 
     def _signed(self, req: falcon.Request, params: FormParams, signature: str | None) -> bool:
         assert self._checker is not None

@@ -24,7 +24,6 @@ from exporter.config import Settings
 from exporter.event_streams import MalformedDelivery, StreamItem, parse_delivery
 from exporter.events import FormParams
 from exporter.ingest import Ingestor
-from exporter.request_body import UnreadableBody, content_type_of, read_body, store_unavailable
 from exporter.signature import (
     SETTINGS_HEADER,
     SIGNATURE_HEADER,
@@ -33,6 +32,13 @@ from exporter.signature import (
     callback_url,
 )
 from exporter.store import StoreUnavailable
+from exporter.webhook import (
+    UnreadableBody,
+    WebhookResource,
+    content_type_of,
+    read_body,
+    store_unavailable,
+)
 
 log = logging.getLogger(__name__)
 # CloudEvents' JSON media types (structured mode, single or batch), and plain JSON, which is
@@ -46,7 +52,7 @@ LOGGED_FAILURES = 5
 NO_PARAMS = FormParams()
 
 
-class EventStreamResource:
+class EventStreamResource(WebhookResource):
     """POST /twilio/events. A 200 is sent only once every recordable event is committed."""
 
     def __init__(
@@ -56,12 +62,8 @@ class EventStreamResource:
         checker: SignatureChecker | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._settings = settings
-        self._ingestor = ingestor
-        self._metrics = ingestor.metrics
-        self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
+        super().__init__(settings, ingestor, checker, clock)
         self._credentials = [f"{u}:{p}".encode() for u, p in settings.events_basic_auth]
-        self._clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         received_at = self._clock()
@@ -106,9 +108,6 @@ class EventStreamResource:
             resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps(answer, separators=(",", ":")).encode()
-
-    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
-        raise falcon.HTTPMethodNotAllowed(["POST"])
 
     def _ingest(self, items: list[StreamItem]) -> Counter[str]:
         """Record each usable event in order; counts by outcome. A store outage stops the

@@ -1,13 +1,40 @@
-"""Reading a webhook's body within its size limit, for every route that takes one."""
+"""What every Twilio webhook route shares: its collaborators, reading the body within a
+limit, and the answers that tell Twilio to retry."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import falcon
 
+from exporter.config import Settings
+from exporter.ingest import Ingestor
+from exporter.signature import SignatureChecker
+
 # Twilio retries a request answered 503; a short hint keeps its retries (and ours) cheap.
 RETRY_AFTER_SECONDS = 5
+
+
+class WebhookResource:
+    """A POST-only route that records what Twilio sends through the ingestor."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ingestor: Ingestor,
+        checker: SignatureChecker | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._ingestor = ingestor
+        self._metrics = ingestor.metrics
+        self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
+        self._clock = clock
+
+    def on_options(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Falcon answers OPTIONS by itself; these routes take POST and nothing else.
+        raise falcon.HTTPMethodNotAllowed(["POST"])
 
 
 class UnreadableBody(Exception):
