@@ -20,6 +20,11 @@ if _OWN_DIR:
 
 from prometheus_client import multiprocess  # noqa: E402  (after the directory is set)
 
+from exporter import metric_values  # noqa: E402
+
+# Before any metric exists, in the master too: values then notice a fork without a getpid().
+metric_values.install()
+
 bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 worker_class = "exporter.gunicorn_worker.SyncWorker"

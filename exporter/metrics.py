@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__, lifecycle
 from exporter.events import StatusEvent
+from exporter.metric_children import LabelCache
 from exporter.store import MessageState, ReconcileTotals, Recorded
 
 # Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
@@ -148,6 +149,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="min",
         ).set(1 if signature_validation else 0)
+        # The children every recorded event updates, found without labels()' checks and lock.
+        self._out_of_order = LabelCache(self.out_of_order)
+        self._message_status = LabelCache(self.message_status)
+        self._stage_duration = LabelCache(self.stage_duration)
+        self._time_to_status = LabelCache(self.time_to_status)
+        self._callback_lag = LabelCache(self.callback_lag)
 
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
         """Count one recorded event: duplicates only as a callback outcome. Statuses from
@@ -163,24 +170,24 @@ class Metrics:
         status = event.status_label
         channel = recorded.message.channel
         if transition.out_of_order:
-            self.out_of_order.labels(status).inc()
-        self.message_status.labels(
+            self._out_of_order(status).inc()
+        self._message_status(
             status, channel, event.error_code_label, event.country, *self._tags(recorded.message)
         ).inc()
         if transition.from_status is not None:
-            self.stage_duration.labels(
+            self._stage_duration(
                 lifecycle.status_label(transition.from_status), status, channel
             ).observe(max(0.0, transition.at - transition.started_at))
         # Without a creation time, a message's first status is its first sight: its
         # time-to-status would be a meaningless zero, so it is not observed.
         if recorded.message.created_at is not None or not transition.first_sight:
-            self.time_to_status.labels(status, channel).observe(
+            self._time_to_status(status, channel).observe(
                 max(0.0, transition.at - recorded.message.origin)
             )
         reference = event.lag_reference
         if reference is not None:
             # Clock skew can put arrival a little before Twilio's time: clamp at zero.
-            self.callback_lag.labels(status).observe(max(0.0, event.received_at - reference))
+            self._callback_lag(status).observe(max(0.0, event.received_at - reference))
 
     def record_stale(self, message: MessageState) -> None:
         self.stale.labels(lifecycle.status_label(message.status)).inc()

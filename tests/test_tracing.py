@@ -631,3 +631,10 @@ def test_service_name_defaults_and_follows_otel_service_name(
     resource = make_resource()
     assert resource.attributes["service.name"] == "sms-exporter"
     assert resource.attributes["deployment.environment"] == "prod"
+
+
+def test_service_resource_hashes_and_compares_as_the_sdks_own() -> None:
+    resource = make_resource()
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert hash(resource) == hash(plain) and resource == plain
+    assert {plain: 1}[resource] == 1  # spans group under it exactly as before

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 -- Small (only in-flight rows): serves the in-flight gauge and the stale sweep.
 CREATE INDEX IF NOT EXISTS messages_in_flight ON messages (updated_at, status) WHERE in_flight = 1;
-CREATE INDEX IF NOT EXISTS messages_updated_at ON messages (updated_at);
+-- Retired: every write had to maintain it, for the purge alone (which now scans by rowid).
+DROP INDEX IF EXISTS messages_updated_at;
 CREATE TABLE IF NOT EXISTS status_events (
     id INTEGER PRIMARY KEY,
     message_sid TEXT NOT NULL,
@@ -144,6 +145,11 @@ _INSERT_EVENT = (
     f"INSERT INTO status_events (message_sid, {', '.join(EVENT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (len(EVENT_COLUMNS) + 1))})"
 )
+# The retention purge walks messages in rowid order, the order they were stored in, so no
+# index on updated_at is needed (maintaining one cost every callback a page write). A message
+# is never first seen after it was stored, so the first one first seen at or after the horizon
+# ends the walk: everything stored later is newer still, bar events recorded late.
+_PURGE_WALK = "SELECT message_sid, updated_at, first_seen_at FROM messages ORDER BY rowid"
 
 
 class SQLiteStore:
@@ -214,16 +220,13 @@ class SQLiteStore:
         return [message_from_row(row) for row in rows]
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
+        """Delete messages last updated before `updated_before`, oldest stored first. One
+        stored after a message first seen at or after the horizon waits for a later purge:
+        only an event recorded long after its own time (a late poll) can be in that case."""
         with self._write() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                sids = [
-                    (sid,)
-                    for (sid,) in conn.execute(
-                        "SELECT message_sid FROM messages WHERE updated_at < ? LIMIT ?",
-                        (updated_before, limit),
-                    )
-                ]
+                sids = _purge_candidates(conn, updated_before, limit)
                 conn.executemany("DELETE FROM status_events WHERE message_sid = ?", sids)
                 conn.executemany("DELETE FROM messages WHERE message_sid = ?", sids)
             except BaseException:
@@ -436,6 +439,26 @@ class SQLiteStore:
             local.opened_writable = os.access(self.path, os.W_OK)
         conn_: sqlite3.Connection = local.conn
         return conn_
+
+
+def _purge_candidates(
+    conn: sqlite3.Connection, updated_before: float, limit: int
+) -> list[tuple[str]]:
+    """Up to `limit` messages last updated before the horizon, oldest stored first. Walked in
+    Python rather than bounded by a subquery, so that each call reads only the rows it deletes
+    and the few it skips (messages first seen before the horizon, updated after it), however
+    much of an old table is past the horizon."""
+    sids: list[tuple[str]] = []
+    walk = conn.execute(_PURGE_WALK)
+    try:
+        for sid, updated_at, first_seen_at in walk:
+            if first_seen_at >= updated_before or len(sids) >= limit:
+                break
+            if updated_at < updated_before:
+                sids.append((sid,))
+    finally:
+        walk.close()  # before the deletes: never modify a table a statement is still reading
+    return sids
 
 
 # Columns added after a database was first created: (table, column, declaration).

@@ -96,7 +96,21 @@ def service_resource() -> Resource:
         defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
     if SERVICE_VERSION not in detected.attributes:
         defaults[SERVICE_VERSION] = __version__
-    return detected.merge(Resource(defaults)) if defaults else detected
+    return HashedResource(detected.merge(Resource(defaults)) if defaults else detected)
+
+
+class HashedResource(Resource):
+    """A Resource that computes its hash once. The OTLP encoders group every exported span by
+    its resource, and Resource.__hash__ serialises all the attributes to JSON each time: about
+    4 us a span, in the export thread, holding the GIL the request threads wait for. A
+    resource's attributes are immutable, so the hash never changes."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def _exporter(name: str, config: TracingConfig) -> SpanExporter:

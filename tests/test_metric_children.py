@@ -1,0 +1,25 @@
+"""LabelCache: the library's own children, found by label values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from exporter.metric_children import LabelCache
+
+
+def test_cached_children_are_the_librarys_children() -> None:
+    counter = Counter("calls", "Calls.", ["status", "channel"], registry=CollectorRegistry())
+    cache = LabelCache(counter)
+    first = cache("sent", "sms")
+    assert first is cache("sent", "sms") is counter.labels("sent", "sms")
+    assert cache("sent", "whatsapp") is not first
+    first.inc()
+    cache("sent", "sms").inc(2)
+    assert counter.labels("sent", "sms")._value.get() == 3
+
+
+def test_histogram_children_observe_into_the_metric() -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram("lag", "Lag.", ["status"], buckets=(1.0,), registry=registry)
+    LabelCache(histogram)("delivered").observe(0.5)
+    assert registry.get_sample_value("lag_count", {"status": "delivered"}) == 1
