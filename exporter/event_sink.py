@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from urllib.parse import quote
 
 import falcon
 
-from exporter.config import Settings
 from exporter.event_streams import MalformedDelivery, StreamItem, parse_delivery
 from exporter.events import FormParams
-from exporter.ingest import Ingestor
 from exporter.signature import (
     SETTINGS_HEADER,
     SIGNATURE_HEADER,
-    SignatureChecker,
     body_hash_matches,
     callback_url,
 )
@@ -55,15 +52,10 @@ NO_PARAMS = FormParams()
 class EventStreamResource(WebhookResource):
     """POST /twilio/events. A 200 is sent only once every recordable event is committed."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        ingestor: Ingestor,
-        checker: SignatureChecker | None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(settings, ingestor, checker, clock)
-        self._credentials = [f"{u}:{p}".encode() for u, p in settings.events_basic_auth]
+    @functools.cached_property
+    def _credentials(self) -> list[bytes]:
+        """The sink URL's `user:password` pairs that may authenticate a delivery."""
+        return [f"{u}:{p}".encode() for u, p in self._settings.events_basic_auth]
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         received_at = self._clock()

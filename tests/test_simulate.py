@@ -653,18 +653,6 @@ def test_sender_delivers_every_callback_correctly_signed(twilio_sink: _Server) -
     assert summary["latency_seconds"]["p50"] > 0
 
 
-def test_one_connection_keeps_each_messages_planned_order(twilio_sink: _Server) -> None:
-    profile = TrafficProfile(rate=0.0, duplicate_rate=0.0, out_of_order_rate=0.2)
-    callbacks = list(generate_callbacks(5, 200, profile))
-    CallbackSender(twilio_sink.url, TOKEN, concurrency=3).run(callbacks, paced=False)
-
-    planned = [(c.message_sid, c.status) for c in callbacks]
-    arrivals = twilio_sink.received.arrivals
-    assert len(arrivals) == len(planned)
-    for sid in {c.message_sid for c in callbacks}:
-        assert [a for a in arrivals if a[0] == sid] == [p for p in planned if p[0] == sid]
-
-
 def test_sender_delivers_every_event_correctly_signed_in_batches(twilio_sink: _Server) -> None:
     rates: dict[str, Any] = {
         "duplicate_rate": 0.1,
@@ -711,15 +699,19 @@ def test_sender_delivers_every_event_correctly_signed_in_batches(twilio_sink: _S
     }
 
 
-def test_one_connection_keeps_each_messages_planned_event_order(twilio_sink: _Server) -> None:
-    profile = TrafficProfile(rate=0.0, duplicate_rate=0.0, out_of_order_rate=0.2, inputs=EVENTS)
-    events = _of(ScheduledEvent, list(generate_traffic(5, 200, profile)))
-    CallbackSender(twilio_sink.url, TOKEN, concurrency=3).run(events, paced=False)
+@pytest.mark.parametrize("inputs", [CALLBACKS, EVENTS], ids=["callbacks", "events"])
+def test_one_connection_keeps_each_messages_planned_order(
+    twilio_sink: _Server, inputs: frozenset[Input]
+) -> None:
+    profile = TrafficProfile(rate=0.0, duplicate_rate=0.0, out_of_order_rate=0.2, inputs=inputs)
+    traffic = list(generate_traffic(5, 200, profile))
+    CallbackSender(twilio_sink.url, TOKEN, concurrency=3).run(traffic, paced=False)
 
-    planned = [(e.message_sid, e.status) for e in events]
-    arrivals = twilio_sink.received.event_arrivals
+    planned = [(t.message_sid, t.status) for t in traffic]
+    received = twilio_sink.received
+    arrivals = received.arrivals if inputs == CALLBACKS else received.event_arrivals
     assert len(arrivals) == len(planned)
-    for sid in {e.message_sid for e in events}:
+    for sid in {t.message_sid for t in traffic}:
         assert [a for a in arrivals if a[0] == sid] == [p for p in planned if p[0] == sid]
 
 
