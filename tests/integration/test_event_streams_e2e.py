@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from tests.integration.service import Service
@@ -68,76 +69,92 @@ def event_of(report: Report) -> dict[str, object]:
     return cloud_event(report.message_sid, report.status, iso(report.at), **extra)
 
 
-def send(service: Service, reports: list[Report]) -> list[int]:
-    """Callbacks one by one, events in batches, all interleaved across 16 connections."""
+def send(services: list[Service], reports: list[Report]) -> list[int]:
+    """Callbacks one by one, events in batches, all interleaved across 16 connections, each
+    request to one of `services` at random."""
+    rng = random.Random(5)
     callbacks = [r for r in reports if r.input == "callback"]
     events = [event_of(r) for r in reports if r.input == "event"]
     batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
-    work: list[Callable[[], int]] = [
-        lambda r=r: (
-            service.post_callback(
-                callback_params(
-                    r.message_sid,
-                    r.status,
-                    **({"ErrorCode": "30003"} if r.status in ("undelivered", "failed") else {}),
-                )
-            ).status_code
-        )
-        for r in callbacks
+    jobs: list[tuple[Service, Report | list[dict[str, object]]]] = [
+        (rng.choice(services), r) for r in callbacks
     ]
-    work += [lambda b=b: service.post_events(b).status_code for b in batches]
-    random.Random(5).shuffle(work)
+    jobs += [(rng.choice(services), batch) for batch in batches]
+    rng.shuffle(jobs)
+
+    def post(job: tuple[Service, Report | list[dict[str, object]]]) -> int:
+        target, what = job
+        if isinstance(what, list):
+            return target.post_events(what).status_code
+        failed = what.status in ("undelivered", "failed")
+        params = callback_params(
+            what.message_sid, what.status, **({"ErrorCode": "30003"} if failed else {})
+        )
+        return target.post_callback(params).status_code
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return list(pool.map(lambda job: job(), work))
+        return list(pool.map(post, jobs))
+
+
+def check_counts(
+    reports: list[Report], stored: list[tuple[str, str, str, float | None]], scrapes: list[str]
+) -> None:
+    """Each (message, status) stored and counted once, whichever input or replica had it;
+    event-only statuses timed by their events."""
+    distinct = {(r.message_sid, r.status) for r in reports}
+    by_callback = {(r.message_sid, r.status) for r in reports if r.input == "callback"}
+    event_times = {(r.message_sid, r.status): r.at for r in reports if r.input == "event"}
+    assert sorted((m, s) for m, s, _, _ in stored) == sorted(distinct)  # each exactly once
+    for message, status, source, occurred_at in stored:
+        if (message, status) not in by_callback:
+            assert source == "event_stream"
+            assert occurred_at == pytest.approx(event_times[(message, status)], abs=1e-3)
+    parsed = [samples(text) for text in scrapes]
+
+    def total(name: str, **labels: str) -> float:
+        return sum(value(scrape, name, **labels) for scrape in parsed)
+
+    callbacks = sum(1 for r in reports if r.input == "callback")
+    events = len(reports) - callbacks
+    accepted = total("twilio_status_callbacks_total", outcome="accepted") + total(
+        "twilio_stream_events_total", outcome="accepted"
+    )
+    duplicates = total("twilio_status_callbacks_total", outcome="duplicate") + total(
+        "twilio_stream_events_total", outcome="duplicate"
+    )
+    assert accepted == len(distinct)
+    assert duplicates == len(reports) - len(distinct)
+    assert total("twilio_stream_events_total") == events
+    assert total("twilio_status_callbacks_total") == callbacks
+    assert total("twilio_stream_requests_total", outcome="accepted") == -(-events // BATCH)
+    for status in ("queued", "sent", "delivered", "undelivered", "failed"):
+        expected = sum(1 for (_, s) in distinct if s == status)
+        assert total("twilio_message_status_total", status=status) == expected, status
+    assert all(value(scrape, "twilio_messages_in_flight") == 0 for scrape in parsed)
+    # Event Streams timestamps are exact: every accepted event's lag was observed.
+    lag = total("twilio_callback_lag_seconds_count")
+    assert lag == total("twilio_stream_events_total", outcome="accepted")
 
 
 def test_both_inputs_for_the_same_messages_count_each_status_once(service: Service) -> None:
     reports = ground_truth()
-    codes = send(service, reports)
-    assert set(codes) == {200}
-
-    distinct = {(r.message_sid, r.status) for r in reports}
-    event_only = {
-        (r.message_sid, r.status): r.at
-        for r in reports
-        if not any(
-            o.input == "callback"
-            for o in reports
-            if (o.message_sid, o.status) == (r.message_sid, r.status)
-        )
-    }
+    assert set(send([service], reports)) == {200}
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
-        stored = db.execute(
-            "SELECT message_sid, status, source, occurred_at FROM status_events"
-        ).fetchall()
-    assert sorted((m, s) for m, s, _, _ in stored) == sorted(distinct)  # each exactly once
-    for message, status, source, occurred_at in stored:
-        if (message, status) in event_only:
-            assert source == "event_stream"
-            assert occurred_at == pytest.approx(event_only[(message, status)], abs=1e-3)
+        query = "SELECT message_sid, status, source, occurred_at FROM status_events"
+        stored = db.execute(query).fetchall()
+    check_counts(reports, stored, [service.metrics_text()])
 
-    metrics = samples(service.metrics_text())
-    callbacks = sum(1 for r in reports if r.input == "callback")
-    events = len(reports) - callbacks
-    accepted = value(metrics, "twilio_status_callbacks_total", outcome="accepted") + value(
-        metrics, "twilio_stream_events_total", outcome="accepted"
-    )
-    duplicates = value(metrics, "twilio_status_callbacks_total", outcome="duplicate") + value(
-        metrics, "twilio_stream_events_total", outcome="duplicate"
-    )
-    assert accepted == len(distinct)
-    assert duplicates == len(reports) - len(distinct)
-    assert value(metrics, "twilio_stream_events_total") == events
-    assert value(metrics, "twilio_status_callbacks_total") == callbacks
-    batches = -(-events // BATCH)
-    assert value(metrics, "twilio_stream_requests_total", outcome="accepted") == batches
-    for status in ("queued", "sent", "delivered", "undelivered", "failed"):
-        expected = sum(1 for (_, s) in distinct if s == status)
-        assert value(metrics, "twilio_message_status_total", status=status) == expected, status
-    assert value(metrics, "twilio_messages_in_flight") == 0
-    # Event Streams timestamps are exact: every accepted event's lag was observed.
-    lag = value(metrics, "twilio_callback_lag_seconds_count")
-    assert lag == value(metrics, "twilio_stream_events_total", outcome="accepted")
+
+def test_both_inputs_across_replicas_sharing_postgres(
+    service_factory: Callable[..., Service], postgres_url: str
+) -> None:
+    replicas = [service_factory(workers=2, store_url=postgres_url) for _ in range(2)]
+    reports = ground_truth(seed=12)
+    assert set(send(replicas, reports)) == {200}
+    with psycopg.connect(postgres_url) as db:
+        query = "SELECT message_sid, status, source, occurred_at FROM status_events"
+        stored = db.execute(query).fetchall()
+    check_counts(reports, stored, [replica.metrics_text() for replica in replicas])
 
 
 @pytest.fixture
@@ -150,9 +167,9 @@ def test_traces_are_timed_by_the_events_own_timestamps(
     service_factory: Callable[..., Service], receiver: OTLPReceiver
 ) -> None:
     service = service_factory(workers=3, env=otlp_env(receiver.grpc_endpoint, "grpc"))
-    created = time.time() - 600
+    created = float(int(time.time()) - 600)  # whole seconds: every time below is exact
     message = sid("SM", 8000)
-    callback_url = f"https://example.com/twilio/status?created={created:.3f}&tag.campaign=streams"
+    callback_url = f"https://example.com/twilio/status?created={created:.0f}&tag.campaign=streams"
     times = {"queued": created + 1, "sent": created + 3.5, "delivered": created + 61.25}
     for status, at in times.items():  # one delivery each, seconds to minutes after the fact
         event = cloud_event(
