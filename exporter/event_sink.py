@@ -114,12 +114,12 @@ class EventStreamResource(WebhookResource):
                     recorded = self._ingestor.ingest(item.event)
                 except StoreUnavailable as ex:
                     log.error("Event Streams delivery not recorded, answering 503: %s", ex)
-                    self._failed(item, "error")
+                    self._count_error(item)
                     self._metrics.store_errors.labels("record").inc()
                     raise store_unavailable("delivery") from None
                 except Exception:
                     log.exception("event for %s not recorded", item.event.message_sid)
-                    self._failed(item, "error")
+                    self._count_error(item)
                     raise falcon.HTTPInternalServerError(
                         title="Internal error",
                         description="The delivery was not recorded; retry later.",
@@ -129,8 +129,8 @@ class EventStreamResource(WebhookResource):
             events_total.labels(item.type_label, outcome).inc()
         return outcomes
 
-    def _failed(self, item: StreamItem, outcome: str) -> None:
-        self._metrics.stream_events.labels(item.type_label, outcome).inc()
+    def _count_error(self, item: StreamItem) -> None:
+        self._metrics.stream_events.labels(item.type_label, "error").inc()
         self._metrics.stream_request_outcomes["error"].inc()
 
     def _authenticate(self, req: falcon.Request, body: bytes) -> None:
