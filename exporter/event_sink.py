@@ -2,8 +2,9 @@
 
 Twilio discards an event answered with a 4xx (other than 429) and retries 5xx for hours, so:
 a request whose events cannot all be used still gets a 200 for the good ones (the bad ones
-are named in the answer, counted and logged: retrying them would not help), and a store
-outage is a 503 for the whole request (its recorded events are duplicates on the retry).
+are named in the answer, counted and logged: retrying them would not help). A request's usable
+events are committed together, in one transaction: a store outage records none of them and
+answers 503, so Twilio's redelivery brings them all.
 """
 
 from __future__ import annotations
@@ -102,35 +103,38 @@ class EventStreamResource(WebhookResource):
         resp.data = json.dumps(answer, separators=(",", ":")).encode()
 
     def _ingest(self, items: list[StreamItem]) -> Counter[str]:
-        """Record each usable event in order; counts by outcome. A store outage stops the
-        request with a 503: Twilio redelivers it, and what was recorded is then a duplicate."""
+        """Record every usable event in one transaction, then count each by outcome. A store
+        outage records none and answers 503: Twilio redelivers the whole request."""
+        usable = [(item, item.event) for item in items if item.event is not None]
+        try:
+            recorded = self._ingestor.ingest_all([event for _, event in usable])
+        except StoreUnavailable as ex:
+            log.error("Event Streams delivery not recorded, answering 503: %s", ex)
+            self._count_errors([item for item, _ in usable])
+            self._metrics.store_errors.labels("record").inc()
+            raise store_unavailable("delivery") from None
+        except Exception:
+            log.exception("Event Streams delivery not recorded: unexpected error")
+            self._count_errors([item for item, _ in usable])
+            raise falcon.HTTPInternalServerError(
+                title="Internal error", description="The delivery was not recorded; retry later."
+            ) from None
+        duplicates = {
+            item.index: r.duplicate for (item, _), r in zip(usable, recorded, strict=True)
+        }
         outcomes: Counter[str] = Counter()
-        events_total = self._metrics.stream_events
         for item in items:
-            if item.event is None:
-                outcome = "ignored" if item.ignored else "malformed"
+            if item.index in duplicates:
+                outcome = "duplicate" if duplicates[item.index] else "accepted"
             else:
-                try:
-                    recorded = self._ingestor.ingest(item.event)
-                except StoreUnavailable as ex:
-                    log.error("Event Streams delivery not recorded, answering 503: %s", ex)
-                    self._count_error(item)
-                    self._metrics.store_errors.labels("record").inc()
-                    raise store_unavailable("delivery") from None
-                except Exception:
-                    log.exception("event for %s not recorded", item.event.message_sid)
-                    self._count_error(item)
-                    raise falcon.HTTPInternalServerError(
-                        title="Internal error",
-                        description="The delivery was not recorded; retry later.",
-                    ) from None
-                outcome = "duplicate" if recorded.duplicate else "accepted"
+                outcome = "ignored" if item.ignored else "malformed"
             outcomes[outcome] += 1
-            events_total.labels(item.type_label, outcome).inc()
+            self._metrics.stream_events.labels(item.type_label, outcome).inc()
         return outcomes
 
-    def _count_error(self, item: StreamItem) -> None:
-        self._metrics.stream_events.labels(item.type_label, "error").inc()
+    def _count_errors(self, items: list[StreamItem]) -> None:
+        for item in items:
+            self._metrics.stream_events.labels(item.type_label, "error").inc()
         self._metrics.stream_request_outcomes["error"].inc()
 
     def _authenticate(self, req: falcon.Request, body: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from exporter.events import StatusEvent
 from exporter.metrics import Metrics
@@ -28,6 +29,17 @@ class Ingestor:
 
     def ingest(self, event: StatusEvent) -> Recorded:
         recorded = self.store.record(event)
+        self._report(event, recorded)
+        return recorded
+
+    def ingest_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
+        """Record the events in one transaction (all or none), then report each."""
+        recorded = self.store.record_all(events)
+        for event, outcome in zip(events, recorded, strict=True):
+            self._report(event, outcome)
+        return recorded
+
+    def _report(self, event: StatusEvent, recorded: Recorded) -> None:
         try:
             self.metrics.record_outcome(event, recorded)
             self.tracer.record(event, recorded)
@@ -37,4 +49,3 @@ class Ingestor:
             if now - self._report_error_logged_at >= REPORT_ERROR_LOG_INTERVAL:
                 self._report_error_logged_at = now
                 log.exception("recorded %s but could not report it", event.message_sid)
-        return recorded

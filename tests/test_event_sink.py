@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 from dataclasses import replace
 
 import falcon.testing
@@ -15,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from exporter.app import Telemetry, create_app
 from exporter.config import Settings
 from exporter.events import StatusEvent
-from exporter.store import Recorded, StoreUnavailable
+from exporter.store import Recorded
 from exporter.store.sqlite import SQLiteStore
 from tests.support import (
     AUTH_TOKEN,
@@ -262,28 +263,30 @@ def test_body_that_is_not_json_is_400(client: falcon.testing.TestClient) -> None
     assert "not JSON" in result.json["description"]
 
 
-def test_store_outage_is_503_for_the_whole_delivery(
+def test_store_outage_is_503_and_records_none_of_the_delivery(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
-    class FailsSecond(SQLiteStore):
+    class FailsOnSecondEvent(SQLiteStore):
         calls = 0
 
-        def record(self, event: StatusEvent) -> Recorded:
+        def _record(self, conn: sqlite3.Connection, event: StatusEvent) -> Recorded:
             self.calls += 1
             if self.calls == 2:
-                raise StoreUnavailable("disk gone")
-            return super().record(event)
+                raise sqlite3.OperationalError("disk I/O error")
+            return super()._record(conn, event)
 
-    store = FailsSecond(sqlite_store.path)
+    store = FailsOnSecondEvent(sqlite_store.path)
     client = falcon.testing.TestClient(create_app(settings, store, telemetry))
     batch = [cloud_event(SID, "sent", T), cloud_event(sid("SM", 2), "sent", T)]
     result = deliver(client, batch)
     assert (result.status_code, result.headers["Retry-After"]) == (503, "5")
-    assert events_count(registry, "sent", "error") == 1
-    # Twilio's redelivery lands the rest; what was recorded is a duplicate.
+    assert sqlite_store.history(SID) is None  # the first event was rolled back with the rest
+    assert events_count(registry, "sent", "error") == 2
+    assert sample(registry, "twilio_stream_requests_total", outcome="error") == 1
+    # Twilio's redelivery brings the whole request again.
     assert deliver(client, batch).json == {
-        "accepted": 1,
-        "duplicates": 1,
+        "accepted": 2,
+        "duplicates": 0,
         "ignored": 0,
         "failed": [],
     }

@@ -4,7 +4,9 @@ across processes, lifecycle applied, stale sweep and retention."""
 from __future__ import annotations
 
 import multiprocessing
+import random
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,6 +132,50 @@ def test_purge_deletes_messages_and_events_past_retention(store: Store) -> None:
     assert store.purge(updated_before=T0 + 50) == 1
     assert store.history(sid("SM", 1)) is None
     assert store.history(sid("SM", 2)) is not None
+
+
+def test_record_all_applies_events_in_order_in_one_transaction(store: Store) -> None:
+    batch = [
+        make_event(1, "sent", T0),
+        make_event(1, "delivered", T0 + 5),
+        make_event(1, "sent", T0 + 6),  # a copy within the batch
+        make_event(2, "queued", T0),
+    ]
+    first, second, copy, other = store.record_all(batch)
+    assert first.transition is not None and not first.duplicate
+    assert second.transition is not None and second.transition.from_status == "sent"
+    assert second.message.status == "delivered"
+    assert copy.duplicate and not other.duplicate
+    assert store.in_flight_counts() == {"queued": 1}
+
+
+def test_record_all_records_none_when_one_event_fails(store: Store) -> None:
+    # Fails while its row is built, after the first event's rows were written.
+    broken = replace(make_event(2, "sent", T0), params={"unstorable": object()})
+    with pytest.raises(TypeError):
+        store.record_all([make_event(1, "sent", T0), broken])
+    assert store.history(sid("SM", 1)) is None
+    assert store.record(make_event(1, "sent", T0)).transition is not None
+
+
+def test_batches_locking_the_same_messages_in_any_order_never_deadlock(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(4)]
+    messages = [make_event(n, status, T0) for n in range(30) for status in ("sent", "delivered")]
+
+    def run(worker: int) -> list[bool]:
+        order = random.Random(worker).sample(messages, len(messages))
+        outcomes = []
+        for start in range(0, len(order), 6):
+            outcomes += [
+                not r.duplicate for r in stores[worker].record_all(order[start : start + 6])
+            ]
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, range(4)))
+    assert sum(sum(r) for r in results) == len(messages)  # each status recorded once
+    for backend in stores:
+        backend.close()
 
 
 def test_check_writable_passes_on_a_healthy_store(store: Store) -> None:

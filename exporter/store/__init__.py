@@ -132,6 +132,11 @@ class Store(Protocol):
         """Atomically deduplicate, store and apply one event; raise StoreUnavailable."""
         ...
 
+    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
+        """`record` for each event in order, in one transaction: all are committed, or none
+        (StoreUnavailable). An Event Streams batch costs one commit instead of one each."""
+        ...
+
     def in_flight_counts(self) -> Mapping[str, int]:
         """Messages neither final nor stale, by current status."""
         ...

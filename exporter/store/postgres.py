@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -218,30 +218,40 @@ class PostgresStore(PostgresReconcile):
         return current
 
     def record(self, event: StatusEvent) -> Recorded:
-        return self._run(lambda conn: self._record(conn, event))
+        return self.record_all((event,))[0]
+
+    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
+        def record(conn: psycopg.Connection[Any]) -> list[Recorded]:
+            with conn.transaction():
+                # Every message's lock first, in one order for all writers (no deadlock
+                # between two batches), each its own statement: the reads below must take
+                # their snapshot after the locks are held.
+                for sid in sorted({event.message_sid for event in events}):
+                    conn.execute(_LOCK_MESSAGE, (sid,))
+                return [self._record(conn, event) for event in events]
+
+        return self._run(record)
 
     def _record(self, conn: psycopg.Connection[Any], event: StatusEvent) -> Recorded:
+        """Apply one event, in the caller's transaction, under its message's lock."""
         sid = event.message_sid
-        with conn.transaction():
-            # Its own statement: the read below must take its snapshot after the lock is held.
-            conn.execute(_LOCK_MESSAGE, (sid,))
-            row = conn.execute(_SELECT_MESSAGE_AND_HISTORY, (sid,)).fetchone()
-            existing = message_from_row(row[:-2]) if row else None
-            history: dict[str, float] = dict(zip(row[-2], row[-1], strict=True)) if row else {}
-            if existing is not None and event.status in history:  # a retry or a copy
-                return Recorded(message=existing, transition=None)
-            transition = lifecycle.decide(
-                history,
-                existing.status if existing else None,
-                event.status,
-                event.at,
-                origin=origin_of(existing, event),
-            )
-            state = next_state(existing, event, transition)
-            conn.execute(
-                _WRITE_EVENT_AND_MESSAGE,
-                (sid, *event_row(event, transition), *message_row(state), in_flight(state)),
-            )
+        row = conn.execute(_SELECT_MESSAGE_AND_HISTORY, (sid,)).fetchone()
+        existing = message_from_row(row[:-2]) if row else None
+        history: dict[str, float] = dict(zip(row[-2], row[-1], strict=True)) if row else {}
+        if existing is not None and event.status in history:  # a retry or a copy
+            return Recorded(message=existing, transition=None)
+        transition = lifecycle.decide(
+            history,
+            existing.status if existing else None,
+            event.status,
+            event.at,
+            origin=origin_of(existing, event),
+        )
+        state = next_state(existing, event, transition)
+        conn.execute(
+            _WRITE_EVENT_AND_MESSAGE,
+            (sid, *event_row(event, transition), *message_row(state), in_flight(state)),
+        )
         return Recorded(message=state, transition=transition)
 
     def in_flight_counts(self) -> Mapping[str, int]:

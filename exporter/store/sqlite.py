@@ -171,10 +171,14 @@ class SQLiteStore:
             log.info("store not writable yet, callbacks get 503 until it is: %s", ex)
 
     def record(self, event: StatusEvent) -> Recorded:
+        return self.record_all((event,))[0]
+
+    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
         with self._write() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                recorded = self._record(conn, event)
+                # Each reads what the ones before it wrote: one transaction sees its own writes.
+                recorded = [self._record(conn, event) for event in events]
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
