@@ -46,20 +46,18 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
-from exporter import lifecycle
 from exporter.events import StatusEvent
 from exporter.store import MessageHistory, MessageState, Recorded, StoreUnavailable
 from exporter.store.postgres_reconcile import RECONCILE_SCHEMA, PostgresReconcile
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
+    apply_event,
     event_from_row,
     event_row,
     in_flight,
     message_from_row,
     message_row,
-    next_state,
-    origin_of,
 )
 
 T = TypeVar("T")
@@ -238,21 +236,19 @@ class PostgresStore(PostgresReconcile):
         row = conn.execute(_SELECT_MESSAGE_AND_HISTORY, (sid,)).fetchone()
         existing = message_from_row(row[:-2]) if row else None
         history: dict[str, float] = dict(zip(row[-2], row[-1], strict=True)) if row else {}
-        if existing is not None and event.status in history:  # a retry or a copy
-            return Recorded(message=existing, transition=None)
-        transition = lifecycle.decide(
-            history,
-            existing.status if existing else None,
-            event.status,
-            event.at,
-            origin=origin_of(existing, event),
-        )
-        state = next_state(existing, event, transition)
-        conn.execute(
-            _WRITE_EVENT_AND_MESSAGE,
-            (sid, *event_row(event, transition), *message_row(state), in_flight(state)),
-        )
-        return Recorded(message=state, transition=transition)
+        recorded = apply_event(existing, history, event)
+        if recorded.transition is not None:  # a retry or a copy writes nothing
+            state = recorded.message
+            conn.execute(
+                _WRITE_EVENT_AND_MESSAGE,
+                (
+                    sid,
+                    *event_row(event, recorded.transition),
+                    *message_row(state),
+                    in_flight(state),
+                ),
+            )
+        return recorded
 
     def in_flight_counts(self) -> Mapping[str, int]:
         rows = self._run(

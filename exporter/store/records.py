@@ -10,7 +10,7 @@ from typing import Any
 from exporter import lifecycle
 from exporter.events import StatusEvent
 from exporter.lifecycle import Transition
-from exporter.store import EventRecord, MessageState
+from exporter.store import EventRecord, MessageState, Recorded
 
 # json.dumps with options builds a new encoder on every call (a third of its cost here); this
 # one is built once, and writes exactly what json.dumps(..., separators, ensure_ascii) would.
@@ -85,6 +85,23 @@ def next_state(
         traceparent=existing.traceparent or context.traceparent,
         tags=existing.tags or dict(context.tags),
     )
+
+
+def apply_event(
+    existing: MessageState | None, history: Mapping[str, float], event: StatusEvent
+) -> Recorded:
+    """What `event` does to a message found with `history` (status -> time reached): nothing
+    for a retry or a copy (a duplicate), else its transition and the message after it."""
+    if existing is not None and event.status in history:
+        return Recorded(message=existing, transition=None)
+    transition = lifecycle.decide(
+        history,
+        existing.status if existing else None,
+        event.status,
+        event.at,
+        origin=origin_of(existing, event),
+    )
+    return Recorded(message=next_state(existing, event, transition), transition=transition)
 
 
 def origin_of(existing: MessageState | None, event: StatusEvent) -> float | None:

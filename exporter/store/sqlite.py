@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from exporter import lifecycle
 from exporter.events import StatusEvent
 from exporter.store import (
     Checkpoint,
@@ -33,13 +32,12 @@ from exporter.store import (
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
+    apply_event,
     event_from_row,
     event_row,
     in_flight,
     message_from_row,
     message_row,
-    next_state,
-    origin_of,
 )
 
 log = logging.getLogger(__name__)
@@ -190,19 +188,12 @@ class SQLiteStore:
         rows = conn.execute(_SELECT_MESSAGE_WITH_HISTORY, (event.message_sid,)).fetchall()
         existing = message_from_row(rows[0][:-2]) if rows else None
         history = {row[-2]: row[-1] for row in rows}
-        if existing is not None and event.status in history:  # a retry or a copy: no write
-            return Recorded(message=existing, transition=None)
-        transition = lifecycle.decide(
-            history,
-            existing.status if existing else None,
-            event.status,
-            event.at,
-            origin=origin_of(existing, event),
-        )
-        state = next_state(existing, event, transition)
-        conn.execute(_INSERT_EVENT, (event.message_sid, *event_row(event, transition)))
-        conn.execute(_UPSERT_MESSAGE, (*message_row(state), in_flight(state)))
-        return Recorded(message=state, transition=transition)
+        recorded = apply_event(existing, history, event)
+        if recorded.transition is not None:  # a retry or a copy writes nothing
+            state = recorded.message
+            conn.execute(_INSERT_EVENT, (event.message_sid, *event_row(event, recorded.transition)))
+            conn.execute(_UPSERT_MESSAGE, (*message_row(state), in_flight(state)))
+        return recorded
 
     def in_flight_counts(self) -> Mapping[str, int]:
         with self._read() as conn:
