@@ -59,6 +59,7 @@ from exporter.store.records import (
     message_from_row,
     message_row,
 )
+from exporter.store.statements import HISTORY_EVENTS, MARK_READY, for_psycopg
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ _WRITE_EVENT_AND_MESSAGE = (
     "ON CONFLICT (message_sid) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in (*MESSAGE_COLUMNS[1:], "in_flight"))
 )
+_HISTORY_EVENTS = for_psycopg(HISTORY_EVENTS)
+_MARK_READY = for_psycopg(MARK_READY)
 _SWEEP_STALE = (
     "UPDATE messages m SET in_flight = false, stale_at = %s FROM ("
     "SELECT message_sid FROM messages WHERE in_flight AND updated_at < %s "
@@ -275,24 +278,14 @@ class PostgresStore(PostgresReconcile):
                 row = conn.execute(_SELECT_MESSAGE, (message_sid,)).fetchone()
                 if row is None:
                     return None
-                events = conn.execute(
-                    f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
-                    "WHERE message_sid = %s ORDER BY coalesce(occurred_at, received_at), id",
-                    (message_sid,),
-                ).fetchall()
+                events = conn.execute(_HISTORY_EVENTS, (message_sid,)).fetchall()
             return MessageHistory(message_from_row(row), [event_from_row(e) for e in events])
 
         return self._run(read)
 
     def check_writable(self) -> None:
         # A write, not a ping: a read-only standby or a full disk must also read as not ready.
-        self._run(
-            lambda conn: conn.execute(
-                "INSERT INTO readiness (id, checked_at) VALUES (1, %s) "
-                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-                (time.time(),),
-            )
-        )
+        self._run(lambda conn: conn.execute(_MARK_READY, (time.time(),)))
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -14,6 +14,15 @@ import psycopg
 
 from exporter.store import Checkpoint, KnownMessage, MessageState, ReconcileRun, ReconcileTotals
 from exporter.store.records import MESSAGE_COLUMNS, message_from_row
+from exporter.store.statements import (
+    INSERT_RUN,
+    LOAD_CHECKPOINT,
+    PRUNE_POLLS,
+    RUN_COUNTS,
+    SAVE_CHECKPOINT,
+    UPDATE_RUN,
+    for_psycopg,
+)
 
 T = TypeVar("T")
 
@@ -44,7 +53,11 @@ CREATE TABLE IF NOT EXISTS reconcile_runs (
     errors integer NOT NULL
 );
 """
-_RUN_COUNTS = ("checked", "updated", "missed", "still_stuck", "not_found", "errors")
+_PRUNE_POLLS = for_psycopg(PRUNE_POLLS)
+_LOAD_CHECKPOINT = for_psycopg(LOAD_CHECKPOINT)
+_SAVE_CHECKPOINT = for_psycopg(SAVE_CHECKPOINT)
+_INSERT_RUN = for_psycopg(INSERT_RUN)
+_UPDATE_RUN = for_psycopg(UPDATE_RUN)
 _STUCK_MESSAGES = (
     f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)} FROM messages m "
     "LEFT JOIN reconcile_polls p ON p.message_sid = m.message_sid "
@@ -56,7 +69,7 @@ _RECONCILE_TOTALS = (
     "SELECT "
     "count(*) FILTER (WHERE finished_at IS NOT NULL AND succeeded), "
     "count(*) FILTER (WHERE finished_at IS NOT NULL AND NOT succeeded), "
-    + ", ".join(f"coalesce(sum({c}), 0)" for c in _RUN_COUNTS)
+    + ", ".join(f"coalesce(sum({c}), 0)" for c in RUN_COUNTS)
     + ", max(finished_at), max(finished_at) FILTER (WHERE succeeded), "
     "(SELECT finished_at - started_at FROM reconcile_runs "
     "WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1) "
@@ -120,31 +133,16 @@ class PostgresReconcile:
         )
 
     def prune_polls(self, polled_before: float) -> int:
-        return self._run(
-            lambda conn: (
-                conn.execute(
-                    "DELETE FROM reconcile_polls WHERE polled_at < %s", (polled_before,)
-                ).rowcount
-            )
-        )
+        return self._run(lambda conn: conn.execute(_PRUNE_POLLS, (polled_before,)).rowcount)
 
     def load_checkpoint(self, name: str) -> Checkpoint | None:
-        row = self._run(
-            lambda conn: conn.execute(
-                "SELECT name, next_page_url, completed, updated_at FROM reconcile_checkpoints "
-                "WHERE name = %s",
-                (name,),
-            ).fetchone()
-        )
+        row = self._run(lambda conn: conn.execute(_LOAD_CHECKPOINT, (name,)).fetchone())
         return None if row is None else Checkpoint(row[0], row[1], bool(row[2]), row[3])
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._run(
             lambda conn: conn.execute(
-                "INSERT INTO reconcile_checkpoints (name, next_page_url, completed, updated_at) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                "next_page_url = excluded.next_page_url, completed = excluded.completed, "
-                "updated_at = excluded.updated_at",
+                _SAVE_CHECKPOINT,
                 (
                     checkpoint.name,
                     checkpoint.next_page_url,
@@ -159,25 +157,15 @@ class PostgresReconcile:
             run.started_at,
             run.finished_at,
             run.succeeded,
-            *(getattr(run, c) for c in _RUN_COUNTS),
+            *(getattr(run, c) for c in RUN_COUNTS),
         )
 
         def write(conn: psycopg.Connection[Any]) -> int:
             if run.id is None:
-                row = conn.execute(
-                    f"INSERT INTO reconcile_runs (started_at, finished_at, succeeded, "
-                    f"{', '.join(_RUN_COUNTS)}) VALUES ({', '.join(['%s'] * len(values))}) "
-                    "RETURNING id",
-                    values,
-                ).fetchone()
+                row = conn.execute(_INSERT_RUN, values).fetchone()
                 assert row is not None  # INSERT ... RETURNING always returns the row
                 return int(row[0])
-            conn.execute(
-                "UPDATE reconcile_runs SET started_at = %s, finished_at = %s, succeeded = %s, "
-                + ", ".join(f"{c} = %s" for c in _RUN_COUNTS)
-                + " WHERE id = %s",
-                (*values, run.id),
-            )
+            conn.execute(_UPDATE_RUN, (*values, run.id))
             return run.id
 
         return self._run(write)
@@ -189,7 +177,7 @@ class PostgresReconcile:
         return ReconcileTotals(
             runs_succeeded=succeeded,
             runs_failed=failed,
-            messages={name: int(count) for name, count in zip(_RUN_COUNTS, counts, strict=True)},
+            messages={name: int(count) for name, count in zip(RUN_COUNTS, counts, strict=True)},
             last_run_at=last_run_at,
             last_success_at=last_success_at,
             last_duration=last_duration,

@@ -39,6 +39,16 @@ from exporter.store.records import (
     message_from_row,
     message_row,
 )
+from exporter.store.statements import (
+    HISTORY_EVENTS,
+    INSERT_RUN,
+    LOAD_CHECKPOINT,
+    MARK_READY,
+    PRUNE_POLLS,
+    RUN_COUNTS,
+    SAVE_CHECKPOINT,
+    UPDATE_RUN,
+)
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2
@@ -128,12 +138,11 @@ _STUCK_MESSAGES = (
     "AND (? IS NULL OR m.account_sid IS NULL OR m.account_sid = ?) AND m.message_sid > ? "
     "ORDER BY m.message_sid LIMIT ?"
 )
-_RUN_COUNTS = ("checked", "updated", "missed", "still_stuck", "not_found", "errors")
 _RECONCILE_TOTALS = (
     "SELECT "
     "coalesce(sum(CASE WHEN finished_at IS NOT NULL AND succeeded = 1 THEN 1 ELSE 0 END), 0), "
     "coalesce(sum(CASE WHEN finished_at IS NOT NULL AND succeeded = 0 THEN 1 ELSE 0 END), 0), "
-    + ", ".join(f"coalesce(sum({c}), 0)" for c in _RUN_COUNTS)
+    + ", ".join(f"coalesce(sum({c}), 0)" for c in RUN_COUNTS)
     + ", max(finished_at), max(CASE WHEN succeeded = 1 THEN finished_at END) "
     "FROM reconcile_runs"
 )
@@ -235,20 +244,12 @@ class SQLiteStore:
             row = conn.execute(_SELECT_MESSAGE, (message_sid,)).fetchone()
             if row is None:
                 return None
-            events = conn.execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
-                "WHERE message_sid = ? ORDER BY coalesce(occurred_at, received_at), id",
-                (message_sid,),
-            ).fetchall()
+            events = conn.execute(HISTORY_EVENTS, (message_sid,)).fetchall()
         return MessageHistory(message_from_row(row), [event_from_row(e) for e in events])
 
     def check_writable(self) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO readiness (id, checked_at) VALUES (1, ?) "
-                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-                (time.time(),),
-            )
+            conn.execute(MARK_READY, (time.time(),))
 
     def stuck_messages(
         self,
@@ -297,27 +298,18 @@ class SQLiteStore:
 
     def prune_polls(self, polled_before: float) -> int:
         with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM reconcile_polls WHERE polled_at < ?", (polled_before,)
-            )
+            cursor = conn.execute(PRUNE_POLLS, (polled_before,))
         return cursor.rowcount
 
     def load_checkpoint(self, name: str) -> Checkpoint | None:
         with self._read() as conn:
-            row = conn.execute(
-                "SELECT name, next_page_url, completed, updated_at FROM reconcile_checkpoints "
-                "WHERE name = ?",
-                (name,),
-            ).fetchone()
+            row = conn.execute(LOAD_CHECKPOINT, (name,)).fetchone()
         return None if row is None else Checkpoint(row[0], row[1], bool(row[2]), row[3])
 
     def save_checkpoint(self, checkpoint: Checkpoint) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO reconcile_checkpoints (name, next_page_url, completed, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                "next_page_url = excluded.next_page_url, completed = excluded.completed, "
-                "updated_at = excluded.updated_at",
+                SAVE_CHECKPOINT,
                 (
                     checkpoint.name,
                     checkpoint.next_page_url,
@@ -331,24 +323,14 @@ class SQLiteStore:
             run.started_at,
             run.finished_at,
             run.succeeded,
-            *(getattr(run, c) for c in _RUN_COUNTS),
+            *(getattr(run, c) for c in RUN_COUNTS),
         )
         with self._write() as conn:
             if run.id is None:
-                row = conn.execute(
-                    f"INSERT INTO reconcile_runs (started_at, finished_at, succeeded, "
-                    f"{', '.join(_RUN_COUNTS)}) VALUES ({', '.join('?' * len(values))}) "
-                    "RETURNING id",
-                    values,
-                ).fetchone()
+                row = conn.execute(INSERT_RUN, values).fetchone()
                 run_id: int = row[0]
                 return run_id
-            conn.execute(
-                "UPDATE reconcile_runs SET started_at = ?, finished_at = ?, succeeded = ?, "
-                + ", ".join(f"{c} = ?" for c in _RUN_COUNTS)
-                + " WHERE id = ?",
-                (*values, run.id),
-            )
+            conn.execute(UPDATE_RUN, (*values, run.id))
             return run.id
 
     def reconcile_totals(self) -> ReconcileTotals:
@@ -362,7 +344,7 @@ class SQLiteStore:
         return ReconcileTotals(
             runs_succeeded=succeeded,
             runs_failed=failed,
-            messages=dict(zip(_RUN_COUNTS, counts, strict=True)),
+            messages=dict(zip(RUN_COUNTS, counts, strict=True)),
             last_run_at=last_run_at,
             last_success_at=last_success_at,
             last_duration=last[0] if last else None,
