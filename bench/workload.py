@@ -19,7 +19,7 @@ def distinct_callbacks(seed: int, countries: str | None = None) -> Iterator[Sche
     """An endless stream of distinct callbacks (all regions when `countries` == 'all')."""
     profile = DISTINCT
     if countries == "all":
-        from exporter.simulate import _regions
+        from exporter.cli.simulate import _regions
 
         profile = TrafficProfile(
             rate=0.0,

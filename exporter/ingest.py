@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Sequence
 
-from exporter.events import StatusEvent
-from exporter.metrics import Metrics
-from exporter.store import Recorded, Store
-from exporter.tracing import MessageTracer
+from exporter.model import Recorded, StatusEvent
+from exporter.store import Store
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
 # A reporting bug would otherwise log a traceback per callback.

@@ -1,74 +1,18 @@
-"""Message statuses, their order, and what one more status does to a message: pure, no I/O.
+"""What one more status does to a message: every lifecycle rule, pure, no I/O.
 
 Twilio's callbacks are unordered and repeat. A message's history is the set of statuses
 recorded for it, each with the time it was reached; `decide` places a newly arrived status in
-that history. Unknown statuses are kept by their raw value but have no rank: they never move
-the current status and are never out of order.
+that history, `apply_event` turns that into the message's next state (or a duplicate).
+Unknown statuses are kept by their raw value but have no rank: they never move the current
+status and are never out of order. The statuses and their ranks are in `exporter.model`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 
-# Twilio's order: accepted/scheduled < queued < sending < sent < delivered/undelivered/failed
-# < read. canceled ends a scheduled message; partially_delivered shares delivery's rank but is
-# not final. Inbound messages go receiving -> received.
-RANKS: Mapping[str, int] = {
-    "accepted": 0,
-    "scheduled": 0,
-    "queued": 1,
-    "sending": 2,
-    "receiving": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "canceled": 4,
-    "partially_delivered": 4,
-    "received": 4,
-    "read": 5,
-}
-KNOWN_STATUSES = frozenset(RANKS)
-# `received` ends an inbound message the way `delivered` ends an outbound one; without it,
-# every inbound message would sit "in flight" until it went stale.
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read", "received"})
-FAILED_STATUSES = frozenset({"failed", "undelivered"})
-IN_FLIGHT_STATUSES = tuple(sorted(KNOWN_STATUSES - FINAL_STATUSES, key=lambda s: (RANKS[s], s)))
-OTHER = "other"
-
-
-def normalize_status(raw: str) -> str:
-    """The status as recorded: known statuses in lower case, anything else as received."""
-    lowered = raw.strip().lower()
-    return lowered if lowered in KNOWN_STATUSES else raw
-
-
-def status_label(status: str) -> str:
-    """Bounded metric label for a status: unknown values become `other`."""
-    return status if status in KNOWN_STATUSES else OTHER
-
-
-def is_final(status: str | None) -> bool:
-    return status in FINAL_STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """What one newly recorded status did to its message."""
-
-    status: str
-    at: float
-    previous_status: str | None
-    current_status: str
-    out_of_order: bool
-    # The stage this one started from (latest recorded lower-ranked stage), None = the origin.
-    from_status: str | None
-    started_at: float
-    # True when this status is the message's first final one (the trace's root span ends here).
-    reached_final: bool
-    # True when nothing was recorded for the message before this status.
-    first_sight: bool
+from exporter.model import RANKS, MessageState, Recorded, StatusEvent, Transition, is_final
 
 
 def decide(
@@ -131,3 +75,74 @@ def _previous_stage(
         if best[0] is None or (reached_at, recorded_rank) > (best[1], RANKS[best[0]]):
             best = (recorded, reached_at)
     return best
+
+
+def next_state(
+    existing: MessageState | None, event: StatusEvent, transition: Transition
+) -> MessageState:
+    """The message after `event`: the first sender context wins, gaps are filled, time moves
+    forward only, and a final status is stamped once."""
+    context = event.context
+    if existing is None:
+        return MessageState(
+            message_sid=event.message_sid,
+            status=transition.current_status,
+            first_seen_at=event.at,
+            updated_at=transition.at,
+            created_at=context.created_at,
+            final_at=transition.at if transition.reached_final else None,
+            channel=event.channel,
+            country=event.country,
+            to=event.to,
+            from_=event.from_,
+            account_sid=event.account_sid,
+            messaging_service_sid=event.messaging_service_sid,
+            error_code=event.error_code,
+            traceparent=context.traceparent,
+            tags=dict(context.tags),
+        )
+    return replace(
+        existing,
+        status=transition.current_status,
+        updated_at=max(existing.updated_at, transition.at),
+        created_at=existing.created_at if existing.created_at is not None else context.created_at,
+        final_at=transition.at if transition.reached_final else existing.final_at,
+        country=existing.country or event.country,
+        to=existing.to or event.to,
+        from_=existing.from_ or event.from_,
+        account_sid=existing.account_sid or event.account_sid,
+        messaging_service_sid=existing.messaging_service_sid or event.messaging_service_sid,
+        error_code=event.error_code or existing.error_code,
+        traceparent=existing.traceparent or context.traceparent,
+        tags=existing.tags or dict(context.tags),
+    )
+
+
+def apply_event(
+    existing: MessageState | None, history: Mapping[str, float], event: StatusEvent
+) -> Recorded:
+    """What `event` does to a message found with `history` (status -> time reached): nothing
+    for a retry or a copy (a duplicate), else its transition and the message after it."""
+    if existing is not None and event.status in history:
+        return Recorded(message=existing, transition=None)
+    transition = decide(
+        history,
+        existing.status if existing else None,
+        event.status,
+        event.at,
+        origin=origin_of(existing, event),
+    )
+    return Recorded(message=next_state(existing, event, transition), transition=transition)
+
+
+def origin_of(existing: MessageState | None, event: StatusEvent) -> float | None:
+    """Creation time if any callback told us, else first sight (None: this is the first)."""
+    if existing is not None and existing.created_at is not None:
+        return existing.created_at
+    if event.context.created_at is not None:
+        return event.context.created_at
+    return existing.first_seen_at if existing is not None else None
+
+
+def in_flight(state: MessageState) -> bool:
+    return not is_final(state.status) and state.stale_at is None

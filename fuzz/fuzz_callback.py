@@ -14,9 +14,14 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from exporter.events import CHANNELS, MalformedCallback, parse_callback, parse_form
-    from exporter.lifecycle import KNOWN_STATUSES
-    from exporter.signature import SignatureChecker, callback_url
+    from exporter.inputs.callback_form import (
+        CHANNELS,
+        MalformedCallback,
+        parse_callback,
+        parse_form,
+    )
+    from exporter.model import KNOWN_STATUSES
+    from exporter.web.signature import SignatureChecker, callback_url
 
 CHECKER = SignatureChecker(["12345"], {"k": "secret"})
 ERROR_CODE = re.compile(r"^(\d{5}|other|)$")

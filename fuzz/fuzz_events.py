@@ -14,10 +14,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from exporter.event_streams import KNOWN_TYPES, MalformedDelivery, parse_delivery
-    from exporter.events import CHANNELS, FormParams
-    from exporter.lifecycle import KNOWN_STATUSES
-    from exporter.signature import SignatureChecker, body_hash_matches, callback_url
+    from exporter.inputs.callback_form import CHANNELS, FormParams
+    from exporter.inputs.event_streams import KNOWN_TYPES, MalformedDelivery, parse_delivery
+    from exporter.model import KNOWN_STATUSES
+    from exporter.web.signature import SignatureChecker, body_hash_matches, callback_url
 
 CHECKER = SignatureChecker(["12345"], {})
 ERROR_CODE = re.compile(r"^(\d{5}|other|)$")

@@ -10,12 +10,12 @@ import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Telemetry, create_app
-from exporter.config import Settings
-from exporter.metrics import Metrics
+from exporter.settings import Settings
 from exporter.store import Store, open_store
 from exporter.store.sqlite import SQLiteStore
-from exporter.tracing import NoTracer
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import NoTracer
+from exporter.web.app import Telemetry, create_app
 from tests.support import AUTH_TOKEN
 
 # PostgreSQL joins every store test once tests/postgres_server.py provides `postgres_url`.

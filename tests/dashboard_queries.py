@@ -47,7 +47,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "twilio_exporter_signature_validation_enabled": ("gauge", frozenset()),
     "twilio_exporter_store_errors_total": ("counter", frozenset({"operation"})),
     "twilio_exporter_spans_dropped_total": ("counter", frozenset()),
-    # Reconcile runs' figures, read from the store at scrape time (exporter/metrics.py).
+    # Reconcile runs' figures, read from the store at scrape time (exporter/telemetry/metrics.py).
     "twilio_reconcile_messages_total": ("counter", frozenset({"result"})),
     "twilio_reconcile_runs_total": ("counter", frozenset({"outcome"})),
     "twilio_reconcile_last_success_timestamp_seconds": ("gauge", frozenset()),

@@ -8,13 +8,13 @@ import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Telemetry, create_app
-from exporter.config import Settings
-from exporter.events import StatusEvent
-from exporter.metrics import Metrics
-from exporter.store import Recorded, StoreUnavailable
+from exporter.model import Recorded, StatusEvent
+from exporter.settings import Settings
+from exporter.store import StoreUnavailable
 from exporter.store.sqlite import SQLiteStore
-from exporter.tracing import NoTracer
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import NoTracer
+from exporter.web.app import Telemetry, create_app
 from tests.support import callback_params, sid, signed_request
 
 HOST = "http://falconframework.org"  # falcon.testing's default Host

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.config import DEFAULT_STORE, ConfigError, Settings, parse_duration
+from exporter.settings import DEFAULT_STORE, ConfigError, Settings, parse_duration
 
 
 def test_defaults_need_only_an_auth_token() -> None:

@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
 
-from exporter.errors import ERRORS
+from exporter.error_codes import ERRORS
 from tests import dashboard_queries as dq
 
 # Stable uids: users bookmark /d/<uid> and link to these from their own dashboards.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.errors import ERRORS, ErrorClass, describe
+from exporter.error_codes import ERRORS, ErrorClass, describe
 
 REQUIRED = (
     *(str(code) for code in range(30001, 30011)),

@@ -13,11 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twilio.request_validator import RequestValidator
 
-from exporter.app import Telemetry, create_app
-from exporter.config import Settings
-from exporter.events import StatusEvent
-from exporter.store import Recorded
+from exporter.model import Recorded, StatusEvent
+from exporter.settings import Settings
 from exporter.store.sqlite import SQLiteStore
+from exporter.web.app import Telemetry, create_app
 from tests.support import (
     AUTH_TOKEN,
     callback_params,

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.event_streams import (
+from exporter.inputs.event_streams import (
     MAX_EVENTS,
     MalformedDelivery,
     parse_delivery,
     parse_event_time,
     type_label,
 )
-from exporter.events import StatusEvent
+from exporter.model import StatusEvent
 from tests.support import cloud_event, sid
 
 ARRIVAL = datetime(2025, 1, 1, 0, 1, 30, tzinfo=UTC).timestamp()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exporter.events import (
+from exporter.inputs.callback_form import (
     FormParams,
     MalformedCallback,
     parse_callback,

@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Telemetry, create_app
-from exporter.config import Settings
-from exporter.event_streams import KNOWN_TYPES
-from exporter.events import CHANNELS
-from exporter.lifecycle import KNOWN_STATUSES
-from exporter.metrics import Metrics
+from exporter.inputs.callback_form import CHANNELS
+from exporter.inputs.event_streams import KNOWN_TYPES
+from exporter.model import KNOWN_STATUSES
+from exporter.settings import Settings
 from exporter.store.sqlite import SQLiteStore
-from exporter.tracing import NoTracer
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import NoTracer
+from exporter.web.app import Telemetry, create_app
 from tests.support import AUTH_TOKEN, cloud_event, signed_events_request, signed_request
 
 HOST = "http://falconframework.org"

@@ -6,13 +6,11 @@ import itertools
 
 import pytest
 
-from exporter import lifecycle
+from exporter import model
 from exporter.lifecycle import decide
 
 
-def replay(
-    statuses: list[str], origin: float | None = None
-) -> tuple[str, list[lifecycle.Transition]]:
+def replay(statuses: list[str], origin: float | None = None) -> tuple[str, list[model.Transition]]:
     """Feed statuses one second apart, skipping repeats as the store does."""
     history: dict[str, float] = {}
     current: str | None = None
@@ -47,7 +45,7 @@ def test_every_ordering_ends_at_the_highest_status(statuses: tuple[str, ...]) ->
     # Exactly the arrivals below an already-seen higher rank are out of order.
     seen_rank = -1
     for transition in transitions:
-        rank = lifecycle.RANKS[transition.status]
+        rank = model.RANKS[transition.status]
         assert transition.out_of_order == (rank < seen_rank)
         seen_rank = max(seen_rank, rank)
     assert sum(t.reached_final for t in transitions) == 1
@@ -96,7 +94,7 @@ def test_unknown_status_is_kept_raw_and_never_moves_current() -> None:
     assert unknown.status == "Teleported"
     assert unknown.current_status == "sent"
     assert not unknown.out_of_order
-    assert lifecycle.status_label("Teleported") == "other"
+    assert model.status_label("Teleported") == "other"
 
 
 def test_unknown_first_status_is_replaced_by_the_first_known_one() -> None:
@@ -117,8 +115,8 @@ def test_scheduled_then_canceled_is_final() -> None:
 
 
 def test_normalize_status_lowercases_known_values_only() -> None:
-    assert lifecycle.normalize_status(" Delivered ") == "delivered"
-    assert lifecycle.normalize_status("Weird") == "Weird"
+    assert model.normalize_status(" Delivered ") == "delivered"
+    assert model.normalize_status("Weird") == "Weird"
 
 
 def test_origin_after_arrival_is_clamped() -> None:

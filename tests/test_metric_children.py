@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from exporter.metric_children import LabelCache
+from exporter.telemetry.label_cache import LabelCache
 
 
 def test_cached_children_are_the_librarys_children() -> None:

@@ -13,15 +13,15 @@ from pathlib import Path
 from prometheus_client import values
 from prometheus_client.mmap_dict import MmapedDict
 
-from exporter import metric_values
+from exporter.telemetry import multiprocess_values
 
 # A master that creates its metrics before forking two workers, as gunicorn would with
 # preload: each worker's increments must land in a file of its own, under its own pid.
 FORKING_MASTER = textwrap.dedent(
     """
     import json, os, sys
-    from exporter import metric_values
-    assert metric_values.install()
+    from exporter.telemetry import multiprocess_values
+    assert multiprocess_values.install()
     from prometheus_client import Counter, Histogram, values
     counter = Counter("calls_total", "Calls.", ["worker"])
     histogram = Histogram("latency_seconds", "Latency.", buckets=(1.0,))
@@ -30,7 +30,7 @@ FORKING_MASTER = textwrap.dedent(
     for n in (1, 2):
         pid = os.fork()
         if pid == 0:
-            ok = metric_values.cached_pid() == os.getpid()
+            ok = multiprocess_values.cached_pid() == os.getpid()
             counter.labels(f"worker{n}").inc(n)
             histogram.observe(0.5)
             os._exit(0 if ok else 3)
@@ -75,11 +75,11 @@ def test_workers_forked_after_the_metrics_exist_write_their_own_files(tmp_path: 
 
 
 def test_cached_pid_follows_a_fork() -> None:
-    assert metric_values.cached_pid() == os.getpid()
+    assert multiprocess_values.cached_pid() == os.getpid()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child reports what it sees, and nothing else
-        os.write(write, f"{metric_values.cached_pid()} {os.getpid()}".encode())
+        os.write(write, f"{multiprocess_values.cached_pid()} {os.getpid()}".encode())
         os._exit(0)
     os.close(write)
     cached, actual = os.read(read, 100).split()
@@ -91,5 +91,5 @@ def test_cached_pid_follows_a_fork() -> None:
 def test_single_process_mode_is_left_alone() -> None:
     # The test process imported prometheus_client without PROMETHEUS_MULTIPROC_DIR.
     before = values.ValueClass
-    assert not metric_values.install()
+    assert not multiprocess_values.install()
     assert values.ValueClass is before

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.multiprocess_metrics import MergedFilesCollector
+from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
 
 WORKER = textwrap.dedent(
     """

@@ -11,11 +11,10 @@ import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import Telemetry, create_app
-from exporter.config import Settings
-from exporter.events import CallbackContext, StatusEvent
+from exporter.cli.reconcile import UsageError, credentials_from_env
 from exporter.ingest import Ingestor
-from exporter.metrics import Metrics
+from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
+from exporter.model import CallbackContext, MessageState, Recorded, StatusEvent
 from exporter.reconcile.api import (
     ApiHttpClient,
     Credentials,
@@ -25,12 +24,12 @@ from exporter.reconcile.api import (
     make_client,
     parse_retry_after,
 )
-from exporter.reconcile.command import UsageError, credentials_from_env
 from exporter.reconcile.engine import ReconcileOptions, Reconciler, RunSummary, Window
-from exporter.reconcile.messages import ApiMessage, poll_event, should_record
-from exporter.store import MessageState, Recorded
+from exporter.settings import Settings
 from exporter.store.sqlite import SQLiteStore
-from exporter.tracing import NoTracer
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import NoTracer
+from exporter.web.app import Telemetry, create_app
 from tests.fake_twilio_api import AUTH_TOKEN, FakeTwilioApi
 from tests.support import sid
 

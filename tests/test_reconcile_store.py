@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.store import Checkpoint, ReconcileRun, ReconcileStore, Store
+from exporter.model import Checkpoint, ReconcileRun
+from exporter.store import ReconcileStore, Store
 from tests.support import sid
 from tests.test_store import T0, make_event
 

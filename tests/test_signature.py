@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 from twilio.request_validator import HMAC_SHA256, RequestValidator
 
-from exporter.events import FormParams
-from exporter.signature import SignatureChecker, body_hash_matches, callback_url
+from exporter.inputs.callback_form import FormParams
+from exporter.web.signature import SignatureChecker, body_hash_matches, callback_url
 
 # twilio-python's own test vector (tests/unit/test_request_validator.py).
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

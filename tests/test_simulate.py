@@ -22,7 +22,7 @@ import phonenumbers
 import pytest
 from twilio.request_validator import RequestValidator
 
-from exporter import simulate
+from exporter.cli import simulate
 from exporter.simulation import (
     PUBLISHED_STATUSES,
     STATUS_RANK,

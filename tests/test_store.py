@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.events import FormParams, StatusEvent, parse_callback
+from exporter.inputs.callback_form import FormParams, parse_callback
+from exporter.model import StatusEvent
 from exporter.store import Store, StoreUnavailable, open_store
 from exporter.store.sqlite import SQLiteStore
 from tests.support import callback_params, sid

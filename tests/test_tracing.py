@@ -22,16 +22,20 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Counter
 
-from exporter.app import Telemetry, create_app
-from exporter.config import ConfigError, Settings
-from exporter.events import FormParams, parse_callback
-from exporter.metrics import Metrics
+from exporter.inputs.callback_form import FormParams, parse_callback
+from exporter.server.sweeper import Sweeper
+from exporter.settings import ConfigError, Settings
 from exporter.store.sqlite import SQLiteStore
-from exporter.sweeper import Sweeper
-from exporter.tracing import MessageSpans, NoTracer, TracingConfig, tracer_from_env
-from exporter.tracing import service_resource as make_resource
-from exporter.tracing.export import BoundedBatchSpanProcessor, DropReporter, RateLimitFilter
-from exporter.tracing.spans import redact_number
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import MessageSpans, NoTracer, TracingConfig, tracer_from_env
+from exporter.telemetry.tracing import service_resource as make_resource
+from exporter.telemetry.tracing.export import (
+    BoundedBatchSpanProcessor,
+    DropReporter,
+    RateLimitFilter,
+)
+from exporter.telemetry.tracing.spans import redact_number
+from exporter.web.app import Telemetry, create_app
 from tests.support import callback_params, sid
 
 T0 = 1_700_000_000.0
@@ -291,7 +295,7 @@ def test_stage_spans_carry_the_stage_and_the_root_the_message_context(
         assert span.kind is SpanKind.INTERNAL
         assert span.resource is RESOURCE
         assert span.instrumentation_scope is not None
-        assert span.instrumentation_scope.name == "exporter.tracing"
+        assert span.instrumentation_scope.name == "exporter.telemetry.tracing"
 
 
 def test_phone_numbers_are_redacted_by_default(
@@ -519,7 +523,7 @@ def test_drop_reporter_counts_every_span_and_logs_at_most_once_a_minute(
     counter = Counter("twilio_exporter_spans_dropped", "test", registry=registry)
     now = [100.0]
     report = DropReporter(counter, interval=60, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="exporter.tracing.export"):
+    with caplog.at_level(logging.WARNING, logger="exporter.telemetry.tracing.export"):
         for _ in range(1000):
             report(1, "export queue full")
         now[0] += 61

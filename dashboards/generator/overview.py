@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.errors import ERRORS
+from exporter.error_codes import ERRORS
 from generator.grafana import (
     BLUE,
     CHANNEL,

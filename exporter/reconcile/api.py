@@ -23,7 +23,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from exporter.reconcile.messages import ApiMessage
+from exporter.inputs.rest_poll import ApiMessage
 
 log = logging.getLogger(__name__)
 TWILIO_API_BASE = "https://api.twilio.com"

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from exporter.ingest import Ingestor
+from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
+from exporter.lifecycle import in_flight
+from exporter.model import Checkpoint, MessageState, ReconcileRun
 from exporter.reconcile.api import ApiError, CredentialsRejected, ListPage, MessagesApi
-from exporter.reconcile.messages import ApiMessage, poll_event, should_record
-from exporter.store import Checkpoint, MessageState, ReconcileRun, ReconcileStore
-from exporter.store.records import in_flight
+from exporter.store import ReconcileStore
 
 log = logging.getLogger(__name__)
 RESULTS = ("checked", "updated", "missed", "still_stuck", "not_found", "error")

@@ -8,121 +8,22 @@ and advances the message, and only returns once that is committed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from exporter.events import StatusEvent
-from exporter.lifecycle import Transition
+from exporter.model import (
+    Checkpoint,
+    KnownMessage,
+    MessageHistory,
+    MessageState,
+    ReconcileRun,
+    ReconcileTotals,
+    Recorded,
+    StatusEvent,
+)
 
 
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached or written; the callback must be retried later (503)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageState:
-    """A message's lifecycle as recorded: current status, times and the sender's context."""
-
-    message_sid: str
-    status: str
-    first_seen_at: float
-    updated_at: float
-    created_at: float | None = None
-    final_at: float | None = None
-    stale_at: float | None = None
-    channel: str = "sms"
-    country: str = ""
-    to: str | None = None
-    from_: str | None = None
-    account_sid: str | None = None
-    messaging_service_sid: str | None = None
-    error_code: str | None = None
-    traceparent: str | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def origin(self) -> float:
-        """Where the message's clock starts: its creation if known, else its first sight."""
-        return self.created_at if self.created_at is not None else self.first_seen_at
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """The outcome of recording one event: a duplicate, or the transition it caused."""
-
-    message: MessageState
-    transition: Transition | None  # None for a duplicate
-
-    @property
-    def duplicate(self) -> bool:
-        return self.transition is None
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One stored status event, as `show` prints it."""
-
-    status: str
-    received_at: float
-    source: str
-    out_of_order: bool
-    error_code: str | None
-    reported_at: float | None
-    occurred_at: float | None  # the event's own time (Event Streams); None: at arrival
-    params: Mapping[str, object]
-    query: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageHistory:
-    message: MessageState
-    events: Sequence[EventRecord]
-
-
-@dataclass(frozen=True, slots=True)
-class KnownMessage:
-    """A message as reconcile compares it with the API: its state and every recorded status."""
-
-    message: MessageState
-    statuses: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """How far reconcile's walk of one listing got: the next page to read, or done."""
-
-    name: str
-    next_page_url: str | None
-    completed: bool
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileRun:
-    """One reconcile run's figures, saved as it goes so a crashed run still counts."""
-
-    started_at: float
-    finished_at: float | None = None  # None while running, or when the run crashed
-    succeeded: bool = False
-    checked: int = 0
-    updated: int = 0
-    missed: int = 0
-    still_stuck: int = 0
-    not_found: int = 0
-    errors: int = 0
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileTotals:
-    """Every reconcile run summed up, for the `twilio_reconcile_*` metrics at scrape time."""
-
-    runs_succeeded: int = 0
-    runs_failed: int = 0
-    messages: Mapping[str, int] = field(default_factory=dict)  # result -> count
-    last_run_at: float | None = None
-    last_success_at: float | None = None
-    last_duration: float | None = None
 
 
 class Store(Protocol):

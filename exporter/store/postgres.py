@@ -46,16 +46,15 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
-from exporter.events import StatusEvent
-from exporter.store import MessageHistory, MessageState, Recorded, StoreUnavailable
+from exporter.lifecycle import apply_event, in_flight
+from exporter.model import MessageHistory, MessageState, Recorded, StatusEvent
+from exporter.store import StoreUnavailable
 from exporter.store.postgres_reconcile import RECONCILE_SCHEMA, PostgresReconcile
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
-    apply_event,
     event_from_row,
     event_row,
-    in_flight,
     message_from_row,
     message_row,
 )

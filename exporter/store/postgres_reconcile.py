@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from exporter.store import Checkpoint, KnownMessage, MessageState, ReconcileRun, ReconcileTotals
+from exporter.model import Checkpoint, KnownMessage, MessageState, ReconcileRun, ReconcileTotals
 from exporter.store.records import MESSAGE_COLUMNS, message_from_row
 from exporter.store.statements import (
     INSERT_RUN,

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from exporter import lifecycle
-from exporter.events import StatusEvent
-from exporter.lifecycle import Transition
-from exporter.store import EventRecord, MessageState, Recorded
+from exporter.model import EventRecord, MessageState, StatusEvent, Transition
 
 # json.dumps with options builds a new encoder on every call (a third of its cost here); this
 # one is built once, and writes exactly what json.dumps(..., separators, ensure_ascii) would.
@@ -44,77 +40,6 @@ EVENT_COLUMNS = (
     "params",
     "query",
 )
-
-
-def next_state(
-    existing: MessageState | None, event: StatusEvent, transition: Transition
-) -> MessageState:
-    """The message after `event`: the first sender context wins, gaps are filled, time moves
-    forward only, and a final status is stamped once."""
-    context = event.context
-    if existing is None:
-        return MessageState(
-            message_sid=event.message_sid,
-            status=transition.current_status,
-            first_seen_at=event.at,
-            updated_at=transition.at,
-            created_at=context.created_at,
-            final_at=transition.at if transition.reached_final else None,
-            channel=event.channel,
-            country=event.country,
-            to=event.to,
-            from_=event.from_,
-            account_sid=event.account_sid,
-            messaging_service_sid=event.messaging_service_sid,
-            error_code=event.error_code,
-            traceparent=context.traceparent,
-            tags=dict(context.tags),
-        )
-    return replace(
-        existing,
-        status=transition.current_status,
-        updated_at=max(existing.updated_at, transition.at),
-        created_at=existing.created_at if existing.created_at is not None else context.created_at,
-        final_at=transition.at if transition.reached_final else existing.final_at,
-        country=existing.country or event.country,
-        to=existing.to or event.to,
-        from_=existing.from_ or event.from_,
-        account_sid=existing.account_sid or event.account_sid,
-        messaging_service_sid=existing.messaging_service_sid or event.messaging_service_sid,
-        error_code=event.error_code or existing.error_code,
-        traceparent=existing.traceparent or context.traceparent,
-        tags=existing.tags or dict(context.tags),
-    )
-
-
-def apply_event(
-    existing: MessageState | None, history: Mapping[str, float], event: StatusEvent
-) -> Recorded:
-    """What `event` does to a message found with `history` (status -> time reached): nothing
-    for a retry or a copy (a duplicate), else its transition and the message after it."""
-    if existing is not None and event.status in history:
-        return Recorded(message=existing, transition=None)
-    transition = lifecycle.decide(
-        history,
-        existing.status if existing else None,
-        event.status,
-        event.at,
-        origin=origin_of(existing, event),
-    )
-    return Recorded(message=next_state(existing, event, transition), transition=transition)
-
-
-def origin_of(existing: MessageState | None, event: StatusEvent) -> float | None:
-    """Creation time if any callback told us, else first sight (None: this is the first)."""
-    if existing is not None and existing.created_at is not None:
-        return existing.created_at
-    if event.context.created_at is not None:
-        return event.context.created_at
-    return existing.first_seen_at if existing is not None else None
-
-
-def in_flight(state: MessageState) -> bool:
-    return not lifecycle.is_final(state.status) and state.stale_at is None
 
 
 def message_row(state: MessageState) -> tuple[Any, ...]:

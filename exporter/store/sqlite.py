@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from exporter.events import StatusEvent
-from exporter.store import (
+from exporter.lifecycle import apply_event, in_flight
+from exporter.model import (
     Checkpoint,
     KnownMessage,
     MessageHistory,
@@ -27,15 +27,14 @@ from exporter.store import (
     ReconcileRun,
     ReconcileTotals,
     Recorded,
-    StoreUnavailable,
+    StatusEvent,
 )
+from exporter.store import StoreUnavailable
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
-    apply_event,
     event_from_row,
     event_row,
-    in_flight,
     message_from_row,
     message_row,
 )

@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import requests
 from twilio.request_validator import RequestValidator
 
-from exporter.events import parse_form
-from exporter.gunicorn_worker import CLIENT_READ_TIMEOUT
+from exporter.inputs.callback_form import parse_form
+from exporter.server.gunicorn_worker import CLIENT_READ_TIMEOUT
 from tests.integration.service import Service
 from tests.support import callback_params, sid, signed_request
 

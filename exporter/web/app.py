@@ -12,17 +12,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from exporter import metric_values
-from exporter.callbacks import StatusCallbackResource
-from exporter.config import Settings
-from exporter.event_sink import EventStreamResource
 from exporter.ingest import Ingestor
-from exporter.metrics import InFlightCollector, Metrics, ReconcileCollector
-from exporter.multiprocess_metrics import MergedFilesCollector
-from exporter.signature import SignatureChecker
+from exporter.server.sweeper import Sweeper
+from exporter.settings import Settings
 from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
-from exporter.sweeper import Sweeper
-from exporter.tracing import MessageTracer, tracer_from_env
+from exporter.telemetry import multiprocess_values
+from exporter.telemetry.metrics import InFlightCollector, Metrics, ReconcileCollector
+from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
+from exporter.telemetry.tracing import MessageTracer, tracer_from_env
+from exporter.web.event_sink import EventStreamResource
+from exporter.web.signature import SignatureChecker
+from exporter.web.status_callback import StatusCallbackResource
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -58,11 +58,11 @@ def create_app(
 
 
 def get_app() -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the app from the environment (gunicorn: `exporter.app:get_app()`)."""
+    """Build the app from the environment (gunicorn: `exporter.web.app:get_app()`)."""
     settings = Settings.from_env()
     # Already done by gunicorn_conf under `serve`; here for any other server that sets
     # PROMETHEUS_MULTIPROC_DIR. Before the first metric is created.
-    metric_values.install()
+    multiprocess_values.install()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     registry = CollectorRegistry()
     metrics = Metrics(

@@ -14,19 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from exporter.events import (
+from exporter.inputs.callback_form import (
     MAX_TAG_VALUE,
     MAX_TAGS,
     SID,
-    CallbackContext,
     FormParams,
     MalformedCallback,
-    StatusEvent,
     channel_of,
     country_of,
     parse_context,
     parse_raw_dlr_done_date,
 )
+from exporter.model import CallbackContext, StatusEvent
 
 SOURCE = "event_stream"
 MESSAGE_STATUS_PREFIX = "com.twilio.messaging.message."

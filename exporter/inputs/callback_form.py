@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import phonenumbers
 from falcon.util.uri import parse_query_string
 
-from exporter import lifecycle
+from exporter.model import OTHER, CallbackContext, StatusEvent, normalize_status
 
 SID = re.compile(r"^[A-Za-z]{2}[A-Za-z0-9]{1,62}$")
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-ERROR_CODE = re.compile(r"^[0-9]{5}$")
 CHANNELS = frozenset({"sms", "mms", "whatsapp", "messenger", "rcs"})
 MAX_TAGS = 32
 MAX_TAG_VALUE = 256
-OTHER = "other"
 
 
 class MalformedCallback(ValueError):
@@ -63,73 +59,6 @@ def parse_form(body: bytes, max_fields: int = 1000) -> FormParams:
     return FormParams({k: v if isinstance(v, list) else [v] for k, v in parsed.items()})
 
 
-@dataclass(frozen=True, slots=True)
-class CallbackContext:
-    """What the sender put in the StatusCallback URL's query string."""
-
-    traceparent: str | None = None
-    created_at: float | None = None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusEvent:
-    """One reported status of one message, from a callback, a poll or an event stream."""
-
-    message_sid: str
-    status: str
-    received_at: float
-    source: str = "callback"
-    error_code: str | None = None
-    channel: str = "sms"
-    to: str | None = None
-    from_: str | None = None
-    country: str = ""
-    account_sid: str | None = None
-    messaging_service_sid: str | None = None
-    # Carrier's delivery-receipt time (RawDlrDoneDate): minute precision, treated as UTC.
-    reported_at: float | None = None
-    raw_dlr_done_date: str | None = None
-    # When the status was reached, where the source says so (an Event Streams event's own
-    # timestamp); None means at arrival, as for a StatusCallback.
-    occurred_at: float | None = None
-    context: CallbackContext = field(default_factory=CallbackContext)
-    # Every posted parameter (a callback's form), or an event's fields: the audit trail.
-    params: Mapping[str, object] = field(default_factory=dict)
-    query: str = ""
-    # Reported by Event Streams only: message segments and the network codes.
-    segments: int | None = None
-    mcc: str | None = None
-    mnc: str | None = None
-
-    @property
-    def at(self) -> float:
-        """The status's time in the lifecycle: when it occurred if known, else its arrival
-        (never later than its arrival: a sender's clock running fast moves nothing forward)."""
-        if self.occurred_at is None:
-            return self.received_at
-        return min(self.occurred_at, self.received_at)
-
-    @property
-    def lag_reference(self) -> float | None:
-        """The event time Twilio reports, for callback lag: an event's own timestamp, else
-        the carrier's RawDlrDoneDate."""
-        return self.occurred_at if self.occurred_at is not None else self.reported_at
-
-    @property
-    def status_label(self) -> str:
-        return lifecycle.status_label(self.status)
-
-    @property
-    def error_code_label(self) -> str:
-        """Five-digit code on failed/undelivered, `other` if not a code, "" on other statuses."""
-        if self.status not in lifecycle.FAILED_STATUSES:
-            return ""
-        if self.error_code and ERROR_CODE.match(self.error_code):
-            return self.error_code
-        return OTHER if self.error_code else ""
-
-
 def parse_callback(params: FormParams, query: str, received_at: float) -> StatusEvent:
     """Build the event from a signed callback's form and URL query; MalformedCallback if the
     required fields (MessageSid, MessageStatus or SmsStatus) are missing or unusable."""
@@ -143,7 +72,7 @@ def parse_callback(params: FormParams, query: str, received_at: float) -> Status
         raw_status = "read"
     if not raw_status.strip():
         raise MalformedCallback("MessageStatus (or SmsStatus) is missing")
-    status = lifecycle.normalize_status(raw_status)
+    status = normalize_status(raw_status)
     to = params.first("To")
     raw_dlr = params.first("RawDlrDoneDate")
     return StatusEvent(

@@ -13,10 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__, lifecycle
-from exporter.events import StatusEvent
-from exporter.metric_children import LabelCache
-from exporter.store import MessageState, ReconcileTotals, Recorded
+from exporter import __version__, model
+from exporter.model import MessageState, ReconcileTotals, Recorded, StatusEvent
+from exporter.telemetry.label_cache import LabelCache
 
 # Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
 # and Twilio gives up expecting a status after 72 h: 0.5 s up to 3 days.
@@ -176,7 +175,7 @@ class Metrics:
         ).inc()
         if transition.from_status is not None:
             self._stage_duration(
-                lifecycle.status_label(transition.from_status), status, channel
+                model.status_label(transition.from_status), status, channel
             ).observe(max(0.0, transition.at - transition.started_at))
         # Without a creation time, a message's first status is its first sight: its
         # time-to-status would be a meaningless zero, so it is not observed.
@@ -190,7 +189,7 @@ class Metrics:
             self._callback_lag(status).observe(max(0.0, event.received_at - reference))
 
     def record_stale(self, message: MessageState) -> None:
-        self.stale.labels(lifecycle.status_label(message.status)).inc()
+        self.stale.labels(model.status_label(message.status)).inc()
 
     def _tags(self, message: MessageState) -> list[str]:
         return [self._tag_values.label(t, message.tags.get(t, "")) for t in self.metric_tags]
@@ -239,9 +238,9 @@ class InFlightCollector(Collector):
             "Messages neither final nor stale, by current status (read from the store).",
             labels=["status"],
         )
-        by_label = dict.fromkeys(lifecycle.IN_FLIGHT_STATUSES, 0)
+        by_label = dict.fromkeys(model.IN_FLIGHT_STATUSES, 0)
         for status, count in counts.items():
-            label = lifecycle.status_label(status)
+            label = model.status_label(status)
             by_label[label] = by_label.get(label, 0) + count
         for label, count in by_label.items():
             family.add_metric([label], count)

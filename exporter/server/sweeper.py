@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.metrics import Metrics
 from exporter.store import Store, StoreUnavailable
-from exporter.tracing import MessageTracer
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
 # Small batches keep each write transaction short, so callbacks never wait long behind a sweep.

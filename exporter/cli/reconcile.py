@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from exporter.config import Settings
     from exporter.ingest import Ingestor
     from exporter.reconcile.api import Credentials, MessagesApi
     from exporter.reconcile.engine import Reconciler, RunSummary, Window
+    from exporter.settings import Settings
     from exporter.store import ReconcileStore
 
 log = logging.getLogger("exporter.reconcile")
@@ -109,8 +109,8 @@ def _serve(args: argparse.Namespace, credentials: Credentials, every: float | No
     from prometheus_client import CollectorRegistry
 
     from exporter.ingest import Ingestor
-    from exporter.metrics import Metrics, ReconcileCollector
-    from exporter.tracing import tracer_from_env
+    from exporter.telemetry.metrics import Metrics, ReconcileCollector
+    from exporter.telemetry.tracing import tracer_from_env
 
     settings, store = _open_store(args)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
@@ -160,8 +160,8 @@ def _loop(
 
 
 def _open_store(args: argparse.Namespace) -> tuple[Settings, ReconcileStore]:
-    from exporter.config import redact_url
-    from exporter.startup import store_command_settings
+    from exporter.server.startup import store_command_settings
+    from exporter.settings import redact_url
     from exporter.store import ReconcileStore, StoreUnavailable, open_store
 
     settings = store_command_settings(args.store)
@@ -192,8 +192,8 @@ def _reconciler(
     args: argparse.Namespace, store: ReconcileStore, ingestor: Ingestor, api: MessagesApi
 ) -> Reconciler:
     """A run's reconciler; its default window (yesterday) moves on with the clock."""
-    from exporter.config import parse_duration
     from exporter.reconcile.engine import ReconcileOptions, Reconciler
+    from exporter.settings import parse_duration
 
     options = ReconcileOptions(
         stuck_after=parse_duration(args.stuck_after),
@@ -236,7 +236,7 @@ def _moment(flag: str, text: str | None) -> datetime | None:
 
 
 def _every(args: argparse.Namespace) -> float | None:
-    from exporter.config import parse_duration
+    from exporter.settings import parse_duration
 
     try:
         parse_duration(args.stuck_after)
@@ -323,6 +323,6 @@ def _page_size(text: str) -> int:
 
 
 def _fail(message: str) -> NoReturn:
-    from exporter.startup import fail
+    from exporter.server.startup import fail
 
     fail(message)

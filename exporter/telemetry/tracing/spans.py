@@ -21,15 +21,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
-from exporter import __version__, errors, lifecycle
-from exporter.events import StatusEvent
-from exporter.lifecycle import Transition
-from exporter.store import MessageState, Recorded
+from exporter import __version__, error_codes, model
+from exporter.model import MessageState, Recorded, StatusEvent, Transition
 
 log = logging.getLogger(__name__)
 ROOT_SPAN = "twilio.message"
 ROOT_STAGE = "root"
-SCOPE = InstrumentationScope("exporter.tracing", __version__)
+SCOPE = InstrumentationScope("exporter.telemetry.tracing", __version__)
 # INTERNAL rather than CONSUMER: these spans are a message's life at Twilio and the carriers,
 # rebuilt after the fact from status reports, not work this process did on a received message.
 # CONSUMER would make span-metrics and service-graph processors (Tempo's metrics-generator, the
@@ -58,7 +56,7 @@ def span_id_for(message_sid: str, stage: str) -> int:
 
 def span_name(status: str) -> str:
     """`twilio.message.delivered`; unknown statuses share `twilio.message.other`."""
-    return f"{ROOT_SPAN}.{lifecycle.status_label(status)}"
+    return f"{ROOT_SPAN}.{model.status_label(status)}"
 
 
 @lru_cache(maxsize=4096)  # a sender's few From numbers come back on every callback
@@ -101,7 +99,7 @@ def _trace_of(message: MessageState) -> _Trace:
 
 def _failure(attributes: Attributes, status: str, code: str | None) -> Status:
     """ERROR with the code's meaning; `error.type` is the semantic-convention attribute."""
-    error = errors.describe(code)
+    error = error_codes.describe(code)
     attributes["error.type"] = error.code or "_OTHER"
     attributes["twilio.error.class"] = str(error.error_class)
     description = error.description if code else f"{status}: {error.meaning}"
@@ -185,7 +183,7 @@ class MessageSpans:
         if event.error_code:
             attributes["twilio.error_code"] = event.error_code
         status = _UNSET
-        if transition.status in lifecycle.FAILED_STATUSES:
+        if transition.status in model.FAILED_STATUSES:
             status = _failure(attributes, transition.status, event.error_code)
         span_id = span_id_for(event.message_sid, transition.status)
         return ReadableSpan(
@@ -211,7 +209,7 @@ class MessageSpans:
         )
         attributes["twilio.message.stale"] = stale
         status = _UNSET
-        if message.status in lifecycle.FAILED_STATUSES:
+        if message.status in model.FAILED_STATUSES:
             if message.error_code:
                 attributes["twilio.error_code"] = message.error_code
             status = _failure(attributes, message.status, message.error_code)

@@ -18,12 +18,15 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from prometheus_client import Counter
 
 from exporter import __version__
-from exporter.config import ConfigError, Settings
-from exporter.events import StatusEvent
-from exporter.store import MessageState, Recorded
-from exporter.tracing.config import TracingConfig
-from exporter.tracing.export import BoundedBatchSpanProcessor, DropReporter, quiet_exporter_logs
-from exporter.tracing.spans import MessageSpans
+from exporter.model import MessageState, Recorded, StatusEvent
+from exporter.settings import ConfigError, Settings
+from exporter.telemetry.tracing.config import TracingConfig
+from exporter.telemetry.tracing.export import (
+    BoundedBatchSpanProcessor,
+    DropReporter,
+    quiet_exporter_logs,
+)
+from exporter.telemetry.tracing.spans import MessageSpans
 
 __all__ = ["MessageSpans", "MessageTracer", "NoTracer", "TracingConfig", "tracer_from_env"]
 log = logging.getLogger(__name__)

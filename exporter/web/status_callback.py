@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import falcon
 
-from exporter.events import FormParams, MalformedCallback, parse_callback, parse_form
-from exporter.signature import SETTINGS_HEADER, SIGNATURE_HEADER, callback_url
+from exporter.inputs.callback_form import FormParams, MalformedCallback, parse_callback, parse_form
 from exporter.store import StoreUnavailable
-from exporter.webhook import (
+from exporter.web.signature import SETTINGS_HEADER, SIGNATURE_HEADER, callback_url
+from exporter.web.webhook import (
     UnreadableBody,
     WebhookResource,
     content_type_of,

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import Counter
 
-from exporter.tracing.config import DEFAULT_MAX_EXPORT_BATCH_SIZE
+from exporter.telemetry.tracing.config import DEFAULT_MAX_EXPORT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 # A worker leaving gracefully flushes what it holds, but gunicorn kills it after its

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exporter.config import ConfigError, env_int
+from exporter.settings import ConfigError, env_int
 
 EXPORTERS = ("otlp", "console")
 # The OpenTelemetry specification: "the default transport SHOULD be http/protobuf". The Python

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter import lifecycle
-from exporter.events import CallbackContext, FormParams, StatusEvent, channel_of, country_of
+from exporter import model
+from exporter.inputs.callback_form import FormParams, channel_of, country_of
+from exporter.model import CallbackContext, StatusEvent
 
 # Messages that get StatusCallbacks. Inbound ones (`inbound`) never do, so a listed inbound
 # message the store never saw is not a missed callback.
@@ -95,7 +96,7 @@ def poll_event(message: ApiMessage, polled_at: float) -> StatusEvent:
     created = message.date_created.timestamp() if message.date_created else None
     return StatusEvent(
         message_sid=message.sid,
-        status=lifecycle.normalize_status(message.status),
+        status=model.normalize_status(message.status),
         received_at=min(changed, polled_at),
         source="poll",
         error_code=None if message.error_code is None else str(message.error_code),
@@ -116,10 +117,10 @@ def should_record(current: str, recorded: frozenset[str], reported: str) -> bool
     Not when it is already recorded (the store would call it a duplicate), and not when it
     ranks below the current status: the API lagging a callback we already have is no event.
     """
-    status = lifecycle.normalize_status(reported)
+    status = model.normalize_status(reported)
     if not status.strip() or status in recorded:
         return False
-    rank, current_rank = lifecycle.RANKS.get(status), lifecycle.RANKS.get(current)
+    rank, current_rank = model.RANKS.get(status), model.RANKS.get(current)
     return rank is None or current_rank is None or rank >= current_rank
 
 

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     simulate = commands.add_parser("simulate", help="send realistic signed callback traffic")
-    from exporter import simulate as simulation  # argparse only: cheap
+    from exporter.cli import simulate as simulation
 
     simulation.add_arguments(simulate)
     simulate.set_defaults(run=simulation.run)
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "add the messages Twilio lists for a day that the store never saw. Credentials: "
         "TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET.",
     )
-    from exporter.reconcile import command as reconcile_command  # argparse only: cheap
+    from exporter.cli import reconcile as reconcile_command
 
     reconcile_command.add_arguments(reconcile)
     reconcile.set_defaults(run=reconcile_command.run)
@@ -102,7 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # First of all: the gunicorn config prepares PROMETHEUS_MULTIPROC_DIR, which must be set
     # before anything (the startup checks included) imports prometheus_client in the master,
     # or the workers it forks inherit single-process metrics and /metrics stays empty.
-    import exporter.gunicorn_conf  # noqa: F401
+    import exporter.server.gunicorn_conf  # noqa: F401
 
     for flag, variable, _ in SERVE_FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -110,21 +110,21 @@ def run_serve(args: argparse.Namespace) -> int:
             os.environ[variable] = value
     if args.insecure_skip_signature:
         os.environ["EXPORTER_INSECURE_SKIP_SIGNATURE"] = "1"
-    from exporter.startup import check_startup
+    from exporter.server.startup import check_startup
 
     check_startup()  # one clear line and exit 2 on bad configuration, before gunicorn starts
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    gunicorn_args = ["-c", "python:exporter.gunicorn_conf", "--bind", args.bind]
+    gunicorn_args = ["-c", "python:exporter.server.gunicorn_conf", "--bind", args.bind]
     if args.workers:
         gunicorn_args += ["--workers", str(args.workers)]
-    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.app:get_app()"]
+    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.web.app:get_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from exporter.startup import fail, store_command_settings
+    from exporter.server.startup import fail, store_command_settings
     from exporter.store import StoreUnavailable, open_store
 
     settings = store_command_settings(args.store)
@@ -173,8 +173,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Bring the store's schema up to date: one step of a deployment, before the replicas."""
-    from exporter.config import redact_url
-    from exporter.startup import fail, store_command_settings
+    from exporter.server.startup import fail, store_command_settings
+    from exporter.settings import redact_url
     from exporter.store import StoreUnavailable, open_store
 
     settings = store_command_settings(args.store)
@@ -202,6 +202,3 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,16 +21,16 @@ from urllib.parse import quote
 
 import falcon
 
-from exporter.event_streams import MalformedDelivery, StreamItem, parse_delivery
-from exporter.events import FormParams
-from exporter.signature import (
+from exporter.inputs.callback_form import FormParams
+from exporter.inputs.event_streams import MalformedDelivery, StreamItem, parse_delivery
+from exporter.store import StoreUnavailable
+from exporter.web.signature import (
     SETTINGS_HEADER,
     SIGNATURE_HEADER,
     body_hash_matches,
     callback_url,
 )
-from exporter.store import StoreUnavailable
-from exporter.webhook import (
+from exporter.web.webhook import (
     UnreadableBody,
     WebhookResource,
     content_type_of,

@@ -1,4 +1,4 @@
-"""Gunicorn settings and hooks, for `serve` and for `gunicorn -c python:exporter.gunicorn_conf`.
+"""Gunicorn settings and hooks, for `serve` and `gunicorn -c python:exporter.server.gunicorn_conf`.
 
 The multiprocess metrics directory is prepared here, in the master, before any worker (or
 this module) imports prometheus_client: the client picks its file-backed value class at import.
@@ -20,14 +20,14 @@ if _OWN_DIR:
 
 from prometheus_client import multiprocess  # noqa: E402  (after the directory is set)
 
-from exporter import metric_values  # noqa: E402
+from exporter.telemetry import multiprocess_values  # noqa: E402
 
 # Before any metric exists, in the master too: values then notice a fork without a getpid().
-metric_values.install()
+multiprocess_values.install()
 
 bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
-worker_class = "exporter.gunicorn_worker.SyncWorker"
+worker_class = "exporter.server.gunicorn_worker.SyncWorker"
 # A callback commits in about a millisecond and Twilio gives up after 15 s: a worker silent
 # for 20 s is wedged, or held by a client trickling its request, and is replaced.
 timeout = 20
@@ -47,7 +47,7 @@ loglevel = os.environ.get("EXPORTER_LOG_LEVEL", "info").lower()
 def on_starting(server: Any) -> None:
     """Master start: fail fast on bad configuration, then start metrics from a clean slate."""
     configure_logging()
-    from exporter.startup import check_startup
+    from exporter.server.startup import check_startup
 
     check_startup()
     directory = os.environ[MULTIPROC_ENV]
@@ -60,7 +60,7 @@ def on_starting(server: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     configure_logging()
-    from exporter.gunicorn_worker import SlowClientFilter
+    from exporter.server.gunicorn_worker import SlowClientFilter
 
     logging.getLogger("gunicorn.error").addFilter(SlowClientFilter())
 

@@ -7,9 +7,9 @@ import os
 import sys
 from typing import NoReturn
 
-from exporter.config import ConfigError, Settings, redact_url
+from exporter.settings import ConfigError, Settings, redact_url
 from exporter.store import StoreUnavailable, open_store
-from exporter.tracing import TracingConfig
+from exporter.telemetry.tracing import TracingConfig
 
 log = logging.getLogger("exporter")
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import falcon
 
-from exporter.config import Settings
 from exporter.ingest import Ingestor
-from exporter.signature import SignatureChecker
+from exporter.settings import Settings
+from exporter.web.signature import SignatureChecker
 
 # Twilio retries a request answered 503; a short hint keeps its retries (and ours) cheap.
 RETRY_AFTER_SECONDS = 5

@@ -1,0 +1,1 @@
+"""Running the service: gunicorn's configuration and worker, startup checks, background sweeps."""

@@ -1,0 +1,1 @@
+"""Where the service reports: Prometheus metrics and OpenTelemetry traces."""
