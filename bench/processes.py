@@ -51,8 +51,8 @@ def http_get(url: str, timeout: float = 30.0) -> bytes:
 
 
 def service_worker_settings() -> dict[str, object]:
-    """The literal worker settings in exporter/gunicorn_conf.py (read, not imported)."""
-    tree = ast.parse((REPO / "exporter" / "gunicorn_conf.py").read_text())
+    """The literal worker settings in exporter/server/gunicorn_conf.py (read, not imported)."""
+    tree = ast.parse((REPO / "exporter" / "server" / "gunicorn_conf.py").read_text())
     found: dict[str, object] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign | ast.AnnAssign):

@@ -26,7 +26,7 @@ def environment(workers: int, worker_settings: dict[str, object]) -> list[str]:
         f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, load average at start {load}",
         f"- Python {platform.python_version()}, gunicorn {version('gunicorn')}, "
         f"falcon {version('falcon')}, twilio {version('twilio')}, {wrk}",
-        f"- gunicorn: {workers} workers, {settings} (service's exporter/gunicorn_conf.py; "
+        f"- gunicorn: {workers} workers, {settings} (service's exporter/server/gunicorn_conf.py; "
         "the ceiling gets the same flags)",
     ]
 
