@@ -252,3 +252,35 @@ class ReconcileTotals:
     last_run_at: float | None = None
     last_success_at: float | None = None
     last_duration: float | None = None
+
+
+# Where a status report came from: the two webhook inputs are logged as received and applied
+# later; a poll (reconcile) is applied as it is made.
+CALLBACK = "callback"
+EVENT_STREAM = "event_stream"
+POLL = "poll"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """A webhook request as accepted: durable before its 200, applied later by the ingester.
+
+    `body` is exactly what Twilio posted (a StatusCallback form, or an Event Streams batch of
+    CloudEvents), `query` the URL's query string: everything needed to decode it again.
+    """
+
+    source: str  # CALLBACK or EVENT_STREAM
+    received_at: float
+    body: bytes
+    query: str
+    id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Work accepted but not done yet: inbox entries not applied, spans not exported."""
+
+    entries: int = 0
+    oldest_entry_at: float | None = None  # received_at of the oldest unapplied entry
+    spans: int = 0
+    oldest_span_at: float | None = None  # when the oldest unexported span was recorded

@@ -14,8 +14,8 @@ from exporter.settings import Settings
 from exporter.store import Store, open_store
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing import NoTracer
-from exporter.web.app import Telemetry, create_app
+from exporter.web.app import Telemetry
+from tests.apps import inline_client
 from tests.support import AUTH_TOKEN
 
 # PostgreSQL joins every store test once tests/postgres_server.py provides `postgres_url`.
@@ -65,11 +65,11 @@ def metrics(registry: CollectorRegistry) -> Metrics:
 
 @pytest.fixture
 def telemetry(registry: CollectorRegistry, metrics: Metrics) -> Telemetry:
-    return Telemetry(registry, metrics, NoTracer())
+    return Telemetry(registry, metrics)
 
 
 @pytest.fixture
 def client(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry
 ) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(settings, sqlite_store, telemetry))
+    return inline_client(settings, sqlite_store, telemetry)

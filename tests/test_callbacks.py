@@ -8,13 +8,13 @@ import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.model import Recorded, StatusEvent
+from exporter.model import InboxEntry, Recorded, StatusEvent
 from exporter.settings import Settings
 from exporter.store import StoreUnavailable
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing import NoTracer
 from exporter.web.app import Telemetry, create_app
+from tests.apps import inline_client
 from tests.support import callback_params, sid, signed_request
 
 HOST = "http://falconframework.org"  # falcon.testing's default Host
@@ -212,7 +212,7 @@ def test_health_and_readiness(client: falcon.testing.TestClient) -> None:
 class UnavailableStore(SQLiteStore):
     """A real store whose writes fail, as when the disk is full or the database is down."""
 
-    def record(self, event: StatusEvent) -> Recorded:
+    def append(self, entry: InboxEntry) -> None:
         raise StoreUnavailable("disk I/O error")
 
     def check_writable(self) -> None:
@@ -238,7 +238,7 @@ def test_insecure_mode_accepts_unsigned_callbacks(
     sqlite_store: SQLiteStore, telemetry: Telemetry
 ) -> None:
     settings = Settings(insecure_skip_signature=True)
-    client = falcon.testing.TestClient(create_app(settings, sqlite_store, telemetry))
+    client = inline_client(settings, sqlite_store, telemetry)
     result = client.simulate_post(
         PATH,
         body=f"MessageSid={SID}&MessageStatus=sent".encode(),
@@ -250,7 +250,7 @@ def test_insecure_mode_accepts_unsigned_callbacks(
 class BrokenStore(SQLiteStore):
     """A store with a bug: anything but StoreUnavailable."""
 
-    def record(self, event: StatusEvent) -> Recorded:
+    def append(self, entry: InboxEntry) -> None:
         raise RuntimeError("a bug")
 
 
@@ -262,19 +262,20 @@ def test_unexpected_error_is_a_clear_500_and_counted(
     )
     result = post(client, callback_params(SID, "sent"))
     assert result.status_code == 500
-    assert result.json["description"] == "The callback was not recorded; retry later."
+    assert result.json["description"] == "The request was not recorded; retry later."
     assert sample(registry, "twilio_status_callbacks_total", outcome="error") == 1
 
 
-class BrokenTracer(NoTracer):
-    def record(self, event: StatusEvent, recorded: Recorded) -> None:
+class BrokenMetrics(Metrics):
+    def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
         raise RuntimeError("a reporting bug")
 
 
-def test_committed_callback_gets_its_200_even_if_reporting_fails(
-    settings: Settings, sqlite_store: SQLiteStore, registry: CollectorRegistry, metrics: Metrics
+def test_applied_callback_stays_committed_even_if_reporting_fails(
+    settings: Settings, sqlite_store: SQLiteStore, registry: CollectorRegistry
 ) -> None:
-    telemetry = Telemetry(registry, metrics, BrokenTracer())
-    client = falcon.testing.TestClient(create_app(settings, sqlite_store, telemetry))
+    telemetry = Telemetry(registry, BrokenMetrics(registry))
+    client = inline_client(settings, sqlite_store, telemetry)
     assert post(client, callback_params(SID, "sent")).status_code == 200
     assert sqlite_store.history(SID) is not None
+    assert sqlite_store.backlog().entries == 0

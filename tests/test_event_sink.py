@@ -13,10 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twilio.request_validator import RequestValidator
 
-from exporter.model import Recorded, StatusEvent
+from exporter.model import InboxEntry, Recorded, StatusEvent
 from exporter.settings import Settings
+from exporter.store import StoreUnavailable
 from exporter.store.sqlite import SQLiteStore
 from exporter.web.app import Telemetry, create_app
+from tests.apps import inline_client, inline_ingester
 from tests.support import (
     AUTH_TOKEN,
     callback_params,
@@ -64,7 +66,7 @@ def test_signed_delivery_is_committed_before_the_200(
 ) -> None:
     result = deliver(client, [cloud_event(SID, "sent", T)])
     assert result.status_code == 200
-    assert result.json == {"accepted": 1, "duplicates": 0, "ignored": 0, "failed": []}
+    assert result.json == {"accepted": 1, "ignored": 0, "failed": []}
     history = sqlite_store.history(SID)
     assert history is not None
     [event] = history.events
@@ -99,7 +101,7 @@ def test_a_status_reported_by_both_inputs_counts_once(
     body, headers = signed_request(f"{HOST}/twilio/status", callback_params(SID, "delivered"))
     assert client.simulate_post("/twilio/status", body=body, headers=headers).status_code == 200
     result = deliver(client, [cloud_event(SID, "delivered", T), cloud_event(SID, "sent", T)])
-    assert result.json == {"accepted": 1, "duplicates": 1, "ignored": 0, "failed": []}
+    assert result.json == {"accepted": 2, "ignored": 0, "failed": []}
     assert statuses(registry, "delivered") == 1
     assert events_count(registry, "delivered", "duplicate") == 1
     assert events_count(registry, "sent", "accepted") == 1
@@ -111,8 +113,9 @@ def test_redelivered_batch_is_all_duplicates(
     batch = [cloud_event(SID, "sent", T), cloud_event(sid("SM", 2), "sent", T)]
     deliver(client, batch)
     again = deliver(client, batch)
-    assert again.json == {"accepted": 0, "duplicates": 2, "ignored": 0, "failed": []}
+    assert again.json == {"accepted": 2, "ignored": 0, "failed": []}  # taken, then applied
     assert statuses(registry, "sent") == 2
+    assert events_count(registry, "sent", "duplicate") == 2
 
 
 def test_bad_events_are_named_and_the_good_ones_recorded(
@@ -142,7 +145,7 @@ def test_sink_test_event_is_answered_200_and_ignored(
 ) -> None:
     test_event = {"specversion": "1.0", "type": "com.twilio.eventstreams.test-event", "data": {}}
     result = deliver(client, [test_event])
-    assert result.json == {"accepted": 0, "duplicates": 0, "ignored": 1, "failed": []}
+    assert result.json == {"accepted": 0, "ignored": 1, "failed": []}
     labels = {"type": "com.twilio.eventstreams.test-event", "outcome": "ignored"}
     assert sample(registry, "twilio_stream_events_total", **labels) == 1
 
@@ -191,7 +194,7 @@ def basic_client(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry
 ) -> falcon.testing.TestClient:
     configured = replace(settings, events_basic_auth=(("twilio", "s3cret"), ("next", "other")))
-    return falcon.testing.TestClient(create_app(configured, sqlite_store, telemetry))
+    return inline_client(configured, sqlite_store, telemetry)
 
 
 @pytest.mark.parametrize("headers", [{}, basic("twilio", "wrong"), {"Authorization": "Bearer x"}])
@@ -251,7 +254,7 @@ def test_body_over_the_limit_is_413_unread(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry
 ) -> None:
     small = replace(settings, events_max_body_bytes=1024)
-    client = falcon.testing.TestClient(create_app(small, sqlite_store, telemetry))
+    client = inline_client(small, sqlite_store, telemetry)
     events = [cloud_event(sid("SM", n), "sent", T) for n in range(10)]
     assert deliver(client, events).status_code == 413
 
@@ -263,6 +266,25 @@ def test_body_that_is_not_json_is_400(client: falcon.testing.TestClient) -> None
 
 
 def test_store_outage_is_503_and_records_none_of_the_delivery(
+    settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    class Unwritable(SQLiteStore):
+        def append(self, entry: InboxEntry) -> None:
+            raise StoreUnavailable("disk I/O error")
+
+    client = inline_client(settings, Unwritable(sqlite_store.path), telemetry)
+    batch = [cloud_event(SID, "sent", T), cloud_event(sid("SM", 2), "sent", T)]
+    result = deliver(client, batch)
+    assert (result.status_code, result.headers["Retry-After"]) == (503, "5")
+    assert sqlite_store.history(SID) is None
+    assert events_count(registry, "sent", "error") == 2
+    assert sample(registry, "twilio_stream_requests_total", outcome="error") == 1
+    # Twilio's redelivery brings the whole request again.
+    assert deliver(inline_client(settings, sqlite_store, telemetry), batch).status_code == 200
+    assert events_count(registry, "sent", "accepted") == 2
+
+
+def test_a_delivery_is_applied_all_or_none(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
     class FailsOnSecondEvent(SQLiteStore):
@@ -277,25 +299,22 @@ def test_store_outage_is_503_and_records_none_of_the_delivery(
     store = FailsOnSecondEvent(sqlite_store.path)
     client = falcon.testing.TestClient(create_app(settings, store, telemetry))
     batch = [cloud_event(SID, "sent", T), cloud_event(sid("SM", 2), "sent", T)]
-    result = deliver(client, batch)
-    assert (result.status_code, result.headers["Retry-After"]) == (503, "5")
+    assert deliver(client, batch).status_code == 200  # durable in the inbox
+    ingester = inline_ingester(store, telemetry)
+    with pytest.raises(StoreUnavailable):
+        ingester.apply_pending()
     assert sqlite_store.history(SID) is None  # the first event was rolled back with the rest
-    assert events_count(registry, "sent", "error") == 2
-    assert sample(registry, "twilio_stream_requests_total", outcome="error") == 1
-    # Twilio's redelivery brings the whole request again.
-    assert deliver(client, batch).json == {
-        "accepted": 2,
-        "duplicates": 0,
-        "ignored": 0,
-        "failed": [],
-    }
+    assert sqlite_store.backlog().entries == 1  # and the delivery waits for the next attempt
+    assert ingester.apply_pending() == 1
+    assert events_count(registry, "sent", "accepted") == 2
+    assert sqlite_store.backlog().entries == 0
 
 
 def test_insecure_mode_accepts_unsigned_deliveries(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry
 ) -> None:
     insecure = replace(settings, insecure_skip_signature=True)
-    client = falcon.testing.TestClient(create_app(insecure, sqlite_store, telemetry))
+    client = inline_client(insecure, sqlite_store, telemetry)
     body = json.dumps([cloud_event(SID, "sent", T)]).encode()
     result = client.simulate_post(PATH, body=body, headers={"Content-Type": "application/json"})
     assert result.status_code == 200

@@ -20,8 +20,8 @@ from exporter.model import KNOWN_STATUSES
 from exporter.settings import Settings
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing import NoTracer
-from exporter.web.app import Telemetry, create_app
+from exporter.web.app import Telemetry
+from tests.apps import inline_app
 from tests.support import AUTH_TOKEN, cloud_event, signed_events_request, signed_request
 
 HOST = "http://falconframework.org"
@@ -57,8 +57,8 @@ def app_under_attack(
 ) -> tuple[falcon.testing.TestClient, CollectorRegistry]:
     registry = CollectorRegistry()
     store = SQLiteStore(str(Path(tmp_path_factory.mktemp("hostile")) / "x.db"))
-    telemetry = Telemetry(registry, Metrics(registry), NoTracer())
-    app = create_app(Settings(auth_tokens=(AUTH_TOKEN,)), store, telemetry)
+    telemetry = Telemetry(registry, Metrics(registry))
+    app = inline_app(Settings(auth_tokens=(AUTH_TOKEN,)), store, telemetry)
     return falcon.testing.TestClient(app), registry
 
 

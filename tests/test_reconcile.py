@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.cli.reconcile import UsageError, credentials_from_env
-from exporter.ingest import Ingestor
+from exporter.ingest.applier import Applier
 from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
 from exporter.model import CallbackContext, MessageState, Recorded, StatusEvent
 from exporter.reconcile.api import (
@@ -26,10 +26,12 @@ from exporter.reconcile.api import (
 )
 from exporter.reconcile.engine import ReconcileOptions, Reconciler, RunSummary, Window
 from exporter.settings import Settings
+from exporter.store import SpanEncoder
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing import NoTracer
+from exporter.telemetry.tracing.outbox import SpanOutbox
 from exporter.web.app import Telemetry, create_app
+from tests.apps import inline_client
 from tests.fake_twilio_api import AUTH_TOKEN, FakeTwilioApi
 from tests.support import sid
 
@@ -38,14 +40,19 @@ YESTERDAY = Window(datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 23, tz
 STUCK_AFTER = 12 * 3600.0
 
 
-class RecordingTracer(NoTracer):
-    """Remembers what it was asked to trace: polls must reach tracing like callbacks."""
-
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-
-    def record(self, event: StatusEvent, recorded: Recorded) -> None:
-        self.recorded.append((event.message_sid, event.status, event.source))
+def queued_spans(store: SQLiteStore) -> list[tuple[str, str, str]]:
+    """(MessageSid, status, source) of the stage spans queued for export: polls must reach
+    tracing like callbacks."""
+    spans = [json.loads(encoded) for _, encoded in store.unexported_spans(1000)]
+    return [
+        (
+            span["attributes"]["messaging.message.id"],
+            span["attributes"]["twilio.message.status"],
+            span["attributes"].get("twilio.event.source", "callback"),
+        )
+        for span in spans
+        if span["name"] != "twilio.message"
+    ]
 
 
 class Sleeps(list[float]):
@@ -68,15 +75,9 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
-def tracer() -> RecordingTracer:
-    return RecordingTracer()
-
-
-@pytest.fixture
 def reconcile(
     sqlite_store: SQLiteStore,
     metrics: Metrics,
-    tracer: RecordingTracer,
     fake_api: FakeTwilioApi,
     sleeps: Sleeps,
 ) -> Callable[..., RunSummary]:
@@ -88,8 +89,8 @@ def reconcile(
         retrier = Retrier(http_client, RetryPolicy(attempts=attempts), sleeps, random.Random(7))
         api = MessagesApi(make_client(credentials, http_client), retrier)
         settings = ReconcileOptions(**{"window": None, "page_size": 50, **options})  # type: ignore[arg-type]
-        ingestor = Ingestor(sqlite_store, metrics, tracer)
-        return Reconciler(sqlite_store, ingestor, api, settings, clock=NOW.timestamp).run()
+        applier = Applier(sqlite_store, metrics, SpanOutbox())
+        return Reconciler(sqlite_store, applier, api, settings, clock=NOW.timestamp).run()
 
     return run
 
@@ -125,7 +126,6 @@ def test_stuck_message_is_polled_and_advanced(
     sqlite_store: SQLiteStore,
     fake_api: FakeTwilioApi,
     registry: CollectorRegistry,
-    tracer: RecordingTracer,
 ) -> None:
     stuck = sid("SM", 1)
     callback(sqlite_store, stuck, "sent", NOW - timedelta(hours=13))
@@ -143,7 +143,7 @@ def test_stuck_message_is_polled_and_advanced(
     assert summary.run.succeeded
     assert history(sqlite_store, stuck) == [("sent", "callback"), ("delivered", "poll")]
     assert status_count(registry, "delivered") == 1
-    assert tracer.recorded == [(stuck, "delivered", "poll")]
+    assert queued_spans(sqlite_store) == [(stuck, "delivered", "poll")]
     message = sqlite_store.history(stuck).message  # type: ignore[union-attr]
     assert message.status == "delivered"
     assert message.created_at == (NOW - timedelta(hours=13, seconds=2)).timestamp()
@@ -164,7 +164,6 @@ def test_unchanged_status_records_nothing(
     sqlite_store: SQLiteStore,
     fake_api: FakeTwilioApi,
     registry: CollectorRegistry,
-    tracer: RecordingTracer,
 ) -> None:
     stuck = sid("SM", 1)
     callback(sqlite_store, stuck, "sent", NOW - timedelta(hours=13))
@@ -174,7 +173,7 @@ def test_unchanged_status_records_nothing(
 
     assert (summary.run.checked, summary.run.updated, summary.run.still_stuck) == (1, 0, 1)
     assert history(sqlite_store, stuck) == [("sent", "callback")]
-    assert tracer.recorded == []
+    assert queued_spans(sqlite_store) == []
     assert registry.get_sample_value("twilio_status_callbacks_total", {"outcome": "duplicate"}) == 0
 
 
@@ -402,9 +401,9 @@ def test_crash_mid_page_repeats_that_page_but_counts_nothing_twice(
     credentials = Credentials(fake_api.account_sid, fake_api.account_sid, fake_api.auth_token)
     api = MessagesApi(make_client(credentials, http_client), Retrier(http_client, RetryPolicy()))
     options = ReconcileOptions(window=YESTERDAY, page_size=2)
-    ingestor = Ingestor(crashing, Metrics(CollectorRegistry()), NoTracer())
+    applier = Applier(crashing, Metrics(CollectorRegistry()), None)
     with pytest.raises(SystemExit):  # the process dies mid-way through the second page
-        Reconciler(crashing, ingestor, api, options, clock=NOW.timestamp).run()
+        Reconciler(crashing, applier, api, options, clock=NOW.timestamp).run()
 
     resumed = reconcile(window=YESTERDAY, page_size=2)
 
@@ -421,11 +420,17 @@ class CrashingStore(SQLiteStore):
         super().__init__(path)
         self._left = crash_after
 
-    def record(self, event: StatusEvent) -> Recorded:
+    def record_all(
+        self,
+        events: Sequence[StatusEvent],
+        *,
+        consumed: Sequence[int] = (),
+        spans: SpanEncoder | None = None,
+    ) -> list[Recorded]:
         if self._left == 0:
             raise SystemExit("killed")
         self._left -= 1
-        return super().record(event)
+        return super().record_all(events, consumed=consumed, spans=spans)
 
 
 def test_listing_only_this_messaging_services_messages(
@@ -455,8 +460,8 @@ def test_service_metrics_show_reconcile_figures_from_the_store(
     fake_api.add_message(sid("SM", 2), "sent", NOW - timedelta(hours=13))
     reconcile(window=YESTERDAY)
     service_registry = CollectorRegistry()  # the service's, not reconcile's
-    telemetry = Telemetry(service_registry, Metrics(service_registry), NoTracer())
-    client = falcon.testing.TestClient(create_app(settings, sqlite_store, telemetry))
+    telemetry = Telemetry(service_registry, Metrics(service_registry))
+    client = inline_client(settings, sqlite_store, telemetry)
 
     text = client.simulate_get("/metrics").text
 
@@ -472,7 +477,7 @@ def test_service_metrics_show_reconcile_figures_from_the_store(
 def test_no_reconcile_run_yet_exposes_zero_counts_and_no_timestamps(
     sqlite_store: SQLiteStore, settings: Settings, registry: CollectorRegistry
 ) -> None:
-    telemetry = Telemetry(registry, Metrics(registry), NoTracer())
+    telemetry = Telemetry(registry, Metrics(registry))
     create_app(settings, sqlite_store, telemetry)
 
     assert registry.get_sample_value("twilio_reconcile_messages_total", {"result": "missed"}) == 0

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
-import falcon.testing
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -20,22 +17,27 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from exporter.inputs.callback_form import FormParams, parse_callback
 from exporter.server.sweeper import Sweeper
 from exporter.settings import ConfigError, Settings
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing import MessageSpans, NoTracer, TracingConfig, tracer_from_env
-from exporter.telemetry.tracing import service_resource as make_resource
-from exporter.telemetry.tracing.export import (
-    BoundedBatchSpanProcessor,
-    DropReporter,
-    RateLimitFilter,
+from exporter.telemetry.tracing import (
+    MessageSpans,
+    SpanOutbox,
+    TracingConfig,
+    exporters_from_env,
+    span_outbox_from_env,
 )
-from exporter.telemetry.tracing.spans import redact_number
-from exporter.web.app import Telemetry, create_app
+from exporter.telemetry.tracing import service_resource as make_resource
+from exporter.telemetry.tracing.export import RateLimitFilter
+from exporter.telemetry.tracing.outbox import decode_span, encode_span
+from exporter.telemetry.tracing.shipper import ExportFailed, SpanShipper
+from exporter.telemetry.tracing.spans import SCOPE, redact_number
+from exporter.web.app import Telemetry
+from tests.apps import inline_client
 from tests.support import callback_params, sid
 
 T0 = 1_700_000_000.0
@@ -73,19 +75,30 @@ def tracer(span_exporter: InMemorySpanExporter) -> MessageSpans:
 
 
 class Callbacks:
-    """Records callbacks in a real store and hands the outcome to the tracer, as the resource
-    does."""
+    """Records callbacks in a real store and hands the outcome to the tracer, or has the store
+    queue their spans in its outbox (`spans`), as the ingester does."""
 
-    def __init__(self, store: SQLiteStore, tracer: MessageSpans) -> None:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        tracer: MessageSpans | None = None,
+        *,
+        spans: SpanOutbox | None = None,
+    ) -> None:
         self.store = store
         self.tracer = tracer
+        self.spans = spans
 
     def post(self, message_sid: str, status: str, at: float, query: str = "", **extra: str) -> None:
         form = FormParams(
             {k: [v] for k, v in callback_params(message_sid, status, **extra).items()}
         )
         event = parse_callback(form, query, at)
-        self.tracer.record(event, self.store.record(event))
+        if self.spans is not None:
+            self.store.record_all([event], spans=self.spans.encode)
+        else:
+            assert self.tracer is not None
+            self.tracer.record(event, self.store.record(event))
 
 
 @pytest.fixture
@@ -349,10 +362,7 @@ def test_read_after_delivery_is_a_child_without_a_second_root(
 
 
 def test_stale_sweep_closes_the_trace_and_later_stages_still_attach(
-    callbacks: Callbacks,
-    sqlite_store: SQLiteStore,
-    tracer: MessageSpans,
-    span_exporter: InMemorySpanExporter,
+    callbacks: Callbacks, sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter
 ) -> None:
     message = sid("SM", 15)
     callbacks.post(message, "queued", T0)
@@ -361,16 +371,16 @@ def test_stale_sweep_closes_the_trace_and_later_stages_still_attach(
     sweeper = Sweeper(
         sqlite_store,
         Metrics(CollectorRegistry()),
-        tracer,
+        SpanOutbox(),
         stale_after=3600,
         retention=0,
-        interval=60,
         clock=lambda: now[0],
     )
     assert sweeper.run_once() == 0
     now[0] = T0 + 1 + 3601
     assert sweeper.run_once() == 1
     assert sweeper.run_once() == 0  # each stale message is handed out once
+    ship(sqlite_store, span_exporter)  # the root span was queued with the stale mark
     root = by_name(span_exporter.get_finished_spans())["twilio.message"]
     assert_times(root, T0, now[0])
     assert root.attributes["twilio.message.stale"] is True
@@ -413,125 +423,79 @@ def test_record_swallows_processor_errors_and_counts_them(sqlite_store: SQLiteSt
     assert "processor exploded" in dropped[0][1]
 
 
-def test_callback_through_the_app_emits_its_span(
-    sqlite_store: SQLiteStore, tracer: MessageSpans, span_exporter: InMemorySpanExporter
+def test_callback_through_the_app_queues_its_span_once(
+    sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter
 ) -> None:
     settings = Settings(insecure_skip_signature=True)
     registry = CollectorRegistry()
-    app = create_app(settings, sqlite_store, Telemetry(registry, Metrics(registry), tracer))
-    client = falcon.testing.TestClient(app)
+    telemetry = Telemetry(registry, Metrics(registry))
+    client = inline_client(settings, sqlite_store, telemetry, SpanOutbox())
     body = urlencode(callback_params(sid("SM", 18), "sent"))
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     for _ in range(2):  # the retry is a duplicate
         assert client.simulate_post("/twilio/status", body=body, headers=headers).status_code == 200
+    assert ship(sqlite_store, span_exporter) == 1
     assert [span.name for span in span_exporter.get_finished_spans()] == ["twilio.message.sent"]
 
 
-# The export path: bounded hand-off, drops counted, bounded shutdown.
+def ship(store: SQLiteStore, exporter: SpanExporter) -> int:
+    """Export everything the outbox holds, as the ingester's shipper does."""
+    shipper = SpanShipper(store, [exporter], RESOURCE, Metrics(CollectorRegistry()))
+    shipped = 0
+    while count := shipper.ship_once():
+        shipped += count
+    return shipped
 
 
-class BlockedExporter(SpanExporter):
-    """A collector that never answers until the exporter is shut down."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.started.set()
-        self.release.wait(30)
-        return SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self.release.set()
+def test_outbox_round_trip_gives_the_span_back_whole(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    message = sid("SM", 19)
+    callbacks.post(message, "sent", T0, query=f"traceparent={TRACEPARENT}")
+    callbacks.post(message, "failed", T0 + 5, ErrorCode="30007")
+    for original in span_exporter.get_finished_spans():
+        copy = decode_span(encode_span(original), RESOURCE)
+        assert (copy.name, copy.context, copy.parent, copy.kind) == (
+            original.name, original.context, original.parent, original.kind
+        )  # fmt: skip
+        assert (copy.start_time, copy.end_time) == (original.start_time, original.end_time)
+        assert dict(copy.attributes or {}) == dict(original.attributes or {})
+        assert (copy.status.status_code, copy.status.description) == (
+            original.status.status_code, original.status.description
+        )  # fmt: skip
+        assert copy.resource is RESOURCE and copy.instrumentation_scope == SCOPE
 
 
 class FailingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.failing = True
+        self.exported: list[ReadableSpan] = []
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.FAILURE
+        if self.failing:
+            return SpanExportResult.FAILURE
+        self.exported.extend(spans)
+        return SpanExportResult.SUCCESS
 
 
-@pytest.fixture
-def dropped() -> list[tuple[int, str]]:
-    """What a BoundedBatchSpanProcessor reported as dropped: (count, reason)."""
-    return []
-
-
-def test_full_queue_drops_spans_instead_of_waiting(
-    sqlite_store: SQLiteStore, dropped: list[tuple[int, str]]
-) -> None:
-    exporter = BlockedExporter()
-    processor = BoundedBatchSpanProcessor(
-        exporter,
-        lambda n, why: dropped.append((n, why)),
-        max_queue_size=4,
-        max_export_batch_size=1,
-        schedule_delay_millis=10,
-        shutdown_timeout=0.5,
-    )
-    callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
-    started = time.monotonic()
-    for n in range(10):
-        callbacks.post(sid("SM", 100 + n), "sent", T0)
-    assert time.monotonic() - started < 2
-    assert sum(n for n, _ in dropped) == 6
-    assert "queue full" in dropped[0][1]
-    dropped.clear()
-    started = time.monotonic()
-    processor.shutdown()
-    assert time.monotonic() - started < 3
-    assert sum(n for n, _ in dropped) == 4  # what was held is counted, not lost silently
-
-
-def test_failed_and_raising_exports_are_counted(
-    sqlite_store: SQLiteStore, dropped: list[tuple[int, str]]
-) -> None:
-    for exporter in (FailingExporter(), RaisingExporter()):
-        processor = BoundedBatchSpanProcessor(
-            exporter, lambda n, why: dropped.append((n, why)), max_queue_size=100
-        )
-        callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
-        for status in ("sent", "delivered"):
-            callbacks.post(sid("SM", 200 + len(dropped)), status, T0)
-        assert processor.force_flush()
-        processor.shutdown()
-    assert sum(n for n, _ in dropped) == 6  # sent; delivered + root; for both exporters
-
-
-def test_exported_spans_free_their_place_in_the_queue(
-    sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter, dropped: list[tuple[int, str]]
-) -> None:
-    processor = BoundedBatchSpanProcessor(
-        span_exporter,
-        lambda n, why: dropped.append((n, why)),
-        max_queue_size=2,
-        max_export_batch_size=1,
-    )
-    callbacks = Callbacks(sqlite_store, MessageSpans(processor, RESOURCE))
-    for n in range(6):
-        callbacks.post(sid("SM", 300 + n), "sent", T0)
-        assert processor.force_flush()
-    processor.shutdown()
-    assert len(span_exporter.get_finished_spans()) == 6
-    assert dropped == []
-
-
-def test_drop_reporter_counts_every_span_and_logs_at_most_once_a_minute(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_spans_stay_queued_while_the_collector_is_down(sqlite_store: SQLiteStore) -> None:
+    spans = SpanOutbox()
+    Callbacks(sqlite_store, spans=spans).post(sid("SM", 20), "delivered", T0)
+    exporter = FailingExporter()
     registry = CollectorRegistry()
-    counter = Counter("twilio_exporter_spans_dropped", "test", registry=registry)
-    now = [100.0]
-    report = DropReporter(counter, interval=60, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="exporter.telemetry.tracing.export"):
-        for _ in range(1000):
-            report(1, "export queue full")
-        now[0] += 61
-        report(2, "export queue full")
-    assert registry.get_sample_value("twilio_exporter_spans_dropped_total") == 1002
-    messages = [record.getMessage() for record in caplog.records]
-    assert len(messages) == 2
-    assert messages[1].startswith("dropped 1001 span(s)")
+    shipper = SpanShipper(sqlite_store, [exporter], RESOURCE, Metrics(registry))
+    with pytest.raises(ExportFailed):
+        shipper.ship_once()
+    assert sqlite_store.backlog().spans == 2  # the stage and the root, kept
+    assert registry.get_sample_value("twilio_exporter_span_export_failures_total") == 1
+    exporter.failing = False
+    assert shipper.ship_once() == 2
+    assert sorted(s.name for s in exporter.exported) == [
+        "twilio.message",
+        "twilio.message.delivered",
+    ]
+    assert sqlite_store.backlog().spans == 0
+    assert registry.get_sample_value("twilio_exporter_spans_exported_total") == 2
 
 
 def test_exporter_log_lines_are_rate_limited() -> None:
@@ -608,20 +572,19 @@ def test_explicit_export_timeout_is_left_to_the_exporter() -> None:
     assert TracingConfig.from_env({"OTEL_EXPORTER_OTLP_TIMEOUT": "2"}).export_timeout is None
 
 
-def test_tracer_from_env_is_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_span_is_queued_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    counter = Counter("spans_dropped", "test", registry=CollectorRegistry())
-    assert isinstance(tracer_from_env(Settings(), counter), NoTracer)
+    assert span_outbox_from_env(Settings()) is None
+    assert exporters_from_env() == []
 
 
-def test_tracer_from_env_builds_an_exporting_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_otlp_tracing_queues_spans_and_exports_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-    counter = Counter("spans_dropped", "test", registry=CollectorRegistry())
-    tracer = tracer_from_env(Settings(), counter)
-    assert isinstance(tracer, MessageSpans)
-    tracer.shutdown()
-    tracer.shutdown()  # the atexit hook calls it again
+    assert isinstance(span_outbox_from_env(Settings()), SpanOutbox)
+    [exporter] = exporters_from_env()
+    assert type(exporter).__name__ == "OTLPSpanExporter"
+    exporter.shutdown()
 
 
 def test_service_name_defaults_and_follows_otel_service_name(

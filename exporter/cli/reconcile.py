@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
-    from exporter.ingest import Ingestor
+    from exporter.ingest.applier import Applier
     from exporter.reconcile.api import Credentials, MessagesApi
     from exporter.reconcile.engine import Reconciler, RunSummary, Window
     from exporter.settings import Settings
@@ -108,21 +108,21 @@ def _serve(args: argparse.Namespace, credentials: Credentials, every: float | No
     """Open everything once, then run once or every `every` seconds."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.ingest import Ingestor
+    from exporter.ingest.applier import Applier
     from exporter.telemetry.metrics import Metrics, ReconcileCollector
-    from exporter.telemetry.tracing import tracer_from_env
+    from exporter.telemetry.tracing import span_outbox_from_env
 
     settings, store = _open_store(args)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
     # service's directory (same container) the service's /metrics merges them.
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    tracer = tracer_from_env(settings, metrics.spans_dropped)
-    ingestor = Ingestor(store, metrics, tracer)
+    # Spans of polled updates are queued in the store, for the service's ingester to export.
+    applier = Applier(store, metrics, span_outbox_from_env(settings))
     api = _messages_api(args, credentials)
     try:
         if every is None:
-            summary = _reconciler(args, store, ingestor, api).run()
+            summary = _reconciler(args, store, applier, api).run()
             _report(summary, args.json)
             return 0 if summary.run.succeeded else 1
         if args.metrics_port is not None:
@@ -131,17 +131,16 @@ def _serve(args: argparse.Namespace, credentials: Credentials, every: float | No
             on_error = metrics.store_errors.labels("read").inc
             registry.register(ReconcileCollector(store.reconcile_totals, on_error))
             start_http_server(args.metrics_port, registry=registry)
-        _loop(args, store, ingestor, api, every)
+        _loop(args, store, applier, api, every)
         return 0
     finally:
-        tracer.shutdown()  # flush the spans of polled updates
         store.close()
 
 
 def _loop(
     args: argparse.Namespace,
     store: ReconcileStore,
-    ingestor: Ingestor,
+    applier: Applier,
     api: MessagesApi,
     every: float,
 ) -> None:
@@ -153,7 +152,7 @@ def _loop(
     while not stop.is_set():
         started = time.monotonic()
         try:
-            _report(_reconciler(args, store, ingestor, api).run(), args.json)
+            _report(_reconciler(args, store, applier, api).run(), args.json)
         except StoreUnavailable as ex:
             log.warning("reconcile run skipped, store unavailable: %s", ex)
         stop.wait(max(0.0, every - (time.monotonic() - started)))
@@ -189,7 +188,7 @@ def _messages_api(args: argparse.Namespace, credentials: Credentials) -> Message
 
 
 def _reconciler(
-    args: argparse.Namespace, store: ReconcileStore, ingestor: Ingestor, api: MessagesApi
+    args: argparse.Namespace, store: ReconcileStore, applier: Applier, api: MessagesApi
 ) -> Reconciler:
     """A run's reconciler; its default window (yesterday) moves on with the clock."""
     from exporter.reconcile.engine import ReconcileOptions, Reconciler
@@ -203,7 +202,7 @@ def _reconciler(
         messaging_service_sid=args.messaging_service_sid,
         rewalk=args.rewalk,
     )
-    return Reconciler(store, ingestor, api, options)
+    return Reconciler(store, applier, api, options)
 
 
 def _window(args: argparse.Namespace, now: datetime) -> Window:

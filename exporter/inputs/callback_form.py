@@ -62,16 +62,7 @@ def parse_form(body: bytes, max_fields: int = 1000) -> FormParams:
 def parse_callback(params: FormParams, query: str, received_at: float) -> StatusEvent:
     """Build the event from a signed callback's form and URL query; MalformedCallback if the
     required fields (MessageSid, MessageStatus or SmsStatus) are missing or unusable."""
-    sid = (params.first("MessageSid") or params.first("SmsSid") or "").strip()
-    if not sid:
-        raise MalformedCallback("MessageSid is missing")
-    if not SID.match(sid):
-        raise MalformedCallback("MessageSid is not a Twilio SID")
-    raw_status = params.first("MessageStatus") or params.first("SmsStatus") or ""
-    if (params.first("EventType") or "").strip().upper() == "READ":
-        raw_status = "read"
-    if not raw_status.strip():
-        raise MalformedCallback("MessageStatus (or SmsStatus) is missing")
+    sid, raw_status = required_fields(params)
     status = normalize_status(raw_status)
     to = params.first("To")
     raw_dlr = params.first("RawDlrDoneDate")
@@ -92,6 +83,22 @@ def parse_callback(params: FormParams, query: str, received_at: float) -> Status
         params=params.flat(),
         query=query,
     )
+
+
+def required_fields(params: FormParams) -> tuple[str, str]:
+    """MessageSid and the raw status (MessageStatus, else SmsStatus; `read` for WhatsApp's
+    READ event); MalformedCallback if either is missing or the SID is not one."""
+    sid = (params.first("MessageSid") or params.first("SmsSid") or "").strip()
+    if not sid:
+        raise MalformedCallback("MessageSid is missing")
+    if not SID.match(sid):
+        raise MalformedCallback("MessageSid is not a Twilio SID")
+    raw_status = params.first("MessageStatus") or params.first("SmsStatus") or ""
+    if (params.first("EventType") or "").strip().upper() == "READ":
+        raw_status = "read"
+    if not raw_status.strip():
+        raise MalformedCallback("MessageStatus (or SmsStatus) is missing")
+    return sid, raw_status
 
 
 def channel_of(params: FormParams) -> str:

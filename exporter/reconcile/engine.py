@@ -2,7 +2,7 @@
 
 The list comes first: one request answers for up to a thousand messages, so the stuck
 messages it covers need no fetch of their own. Every status the API reports that the store
-lacks goes through the `Ingestor`, exactly like a callback, marked `source=poll`.
+lacks goes through the `Applier`, as the ingester applies a callback, marked `source=poll`.
 
 Resumable: the walk saves the next page's URL after each page, and the run's figures after
 each page and batch. A crash repeats at most one page or batch, and repeating is harmless:
@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from exporter.ingest import Ingestor
+from exporter.ingest.applier import Applier
 from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
 from exporter.lifecycle import in_flight
 from exporter.model import Checkpoint, MessageState, ReconcileRun
@@ -94,13 +94,13 @@ class Reconciler:
     def __init__(
         self,
         store: ReconcileStore,
-        ingestor: Ingestor,
+        applier: Applier,
         api: MessagesApi,
         options: ReconcileOptions,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._ingestor = ingestor
+        self._applier = applier
         self._api = api
         self._options = options
         self._clock = clock
@@ -247,7 +247,7 @@ class Reconciler:
         """Record the API's status if it is news; count the message if it stays stuck."""
         was_stuck = in_flight(state) and state.updated_at < now - self._options.stuck_after
         if should_record(state.status, statuses, message.status):
-            recorded = self._ingestor.ingest(poll_event(message, now))
+            recorded = self._applier.apply([poll_event(message, now)])[0]
             if not recorded.duplicate:
                 summary.count("updated")
             state = recorded.message
@@ -255,7 +255,7 @@ class Reconciler:
             summary.count("still_stuck")
 
     def _add_missed(self, message: ApiMessage, summary: RunSummary, now: float) -> None:
-        recorded = self._ingestor.ingest(poll_event(message, now))
+        recorded = self._applier.apply([poll_event(message, now)])[0]
         if recorded.duplicate:  # its callback arrived a moment ago
             return
         summary.count("missed")

@@ -25,6 +25,8 @@ from exporter.telemetry import multiprocess_values  # noqa: E402
 # Before any metric exists, in the master too: values then notice a fork without a getpid().
 multiprocess_values.install()
 
+_ingester: Any = None  # the master's IngesterProcess, once gunicorn is ready
+
 bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 worker_class = "exporter.server.gunicorn_worker.SyncWorker"
@@ -58,6 +60,15 @@ def on_starting(server: Any) -> None:
             os.remove(os.path.join(directory, name))
 
 
+def when_ready(server: Any) -> None:
+    """The workers are up: start the deployment's ingester beside them."""
+    from exporter.server.ingester import IngesterProcess
+
+    global _ingester
+    _ingester = IngesterProcess()
+    _ingester.start()
+
+
 def post_fork(server: Any, worker: Any) -> None:
     configure_logging()
     from exporter.server.gunicorn_worker import SlowClientFilter
@@ -70,6 +81,8 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
+    if _ingester is not None:
+        _ingester.stop()
     if _OWN_DIR:
         shutil.rmtree(os.environ[MULTIPROC_ENV], ignore_errors=True)
 

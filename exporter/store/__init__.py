@@ -3,15 +3,22 @@
 Every backend keeps the same contract: `record` is one atomic step that either finds the
 (MessageSid, status) pair already recorded (a duplicate, nothing written) or writes the event
 and advances the message, and only returns once that is committed.
+
+Two more parts of the record make the write path cheap and traces durable: the inbox, where
+a webhook request is appended as received (one insert, before its 200) until the ingester
+applies it, and the span outbox, where the spans an applied event produced wait for export.
+Applying a batch, removing its inbox entries and queueing its spans is one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from exporter.model import (
+    Backlog,
     Checkpoint,
+    InboxEntry,
     KnownMessage,
     MessageHistory,
     MessageState,
@@ -26,16 +33,71 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached or written; the callback must be retried later (503)."""
 
 
+# Encoded spans for the outbox, from what recording some events did (called inside the
+# transaction that records them, so the spans commit with the events or not at all).
+SpanEncoder = Callable[[Sequence[StatusEvent], Sequence[Recorded]], Sequence[str]]
+# Encoded root spans of messages a sweep just marked stale, at the given time.
+StaleSpanEncoder = Callable[[Sequence[MessageState], float], Sequence[str]]
+
+
+class Leadership(Protocol):
+    """Which process is a deployment's one ingester: a lock held for the life of a process,
+    released by the operating system or the database when that process dies."""
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; True while this process holds it."""
+        ...
+
+    def still_held(self) -> bool:
+        """False once the lock was lost (its connection died): stop ingesting."""
+        ...
+
+    def release(self) -> None: ...
+
+
 class Store(Protocol):
     """What the service needs from a backend (SQLite embedded, PostgreSQL for replicas)."""
+
+    def append(self, entry: InboxEntry) -> None:
+        """Durably log a webhook request as received (one insert, one commit)."""
+        ...
+
+    def pending(self, limit: int) -> list[InboxEntry]:
+        """The oldest inbox entries not yet applied, by id, with their ids. Only the one
+        ingester of a deployment reads it, so an entry that committed late (PostgreSQL
+        hands out ids before commit) is simply found by a later call: nothing is skipped."""
+        ...
 
     def record(self, event: StatusEvent) -> Recorded:
         """Atomically deduplicate, store and apply one event; raise StoreUnavailable."""
         ...
 
-    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
+    def record_all(
+        self,
+        events: Sequence[StatusEvent],
+        *,
+        consumed: Sequence[int] = (),
+        spans: SpanEncoder | None = None,
+    ) -> list[Recorded]:
         """`record` for each event in order, in one transaction: all are committed, or none
-        (StoreUnavailable). An Event Streams batch costs one commit instead of one each."""
+        (StoreUnavailable). In the same transaction, the inbox entries `consumed` are removed
+        and the spans `spans` encodes are queued for export."""
+        ...
+
+    def unexported_spans(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest queued spans (id, encoded span), by id."""
+        ...
+
+    def remove_spans(self, ids: Sequence[int]) -> None:
+        """Forget spans that were exported."""
+        ...
+
+    def backlog(self) -> Backlog:
+        """How much accepted work waits: inbox entries and unexported spans."""
+        ...
+
+    def leadership(self) -> Leadership:
+        """The lock that makes one process the deployment's ingester."""
         ...
 
     def in_flight_counts(self) -> Mapping[str, int]:
@@ -43,14 +105,21 @@ class Store(Protocol):
         ...
 
     def sweep_stale(
-        self, updated_before: float, now: float, limit: int = 500
+        self,
+        updated_before: float,
+        now: float,
+        limit: int = 500,
+        *,
+        spans: StaleSpanEncoder | None = None,
     ) -> list[MessageState]:
         """Mark in-flight messages not updated since `updated_before` stale; return those this
-        call claimed (each exactly once, whichever worker or replica sweeps)."""
+        call claimed (each exactly once, whichever process sweeps), their root spans queued
+        in the same transaction."""
         ...
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
-        """Delete messages (and their events) last updated before the retention horizon."""
+        """Delete messages (and their events) last updated before the retention horizon, and
+        spans queued before it that were never exported."""
         ...
 
     def history(self, message_sid: str) -> MessageHistory | None: ...

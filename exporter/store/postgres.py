@@ -35,6 +35,7 @@ row mapping (`records.py`); params and tags are JSONB, read back as text.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -47,8 +48,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
 from exporter.lifecycle import apply_event, in_flight
-from exporter.model import MessageHistory, MessageState, Recorded, StatusEvent
-from exporter.store import StoreUnavailable
+from exporter.model import (
+    Backlog,
+    InboxEntry,
+    MessageHistory,
+    MessageState,
+    Recorded,
+    StatusEvent,
+)
+from exporter.store import Leadership, SpanEncoder, StaleSpanEncoder, StoreUnavailable
 from exporter.store.postgres_reconcile import RECONCILE_SCHEMA, PostgresReconcile
 from exporter.store.records import (
     EVENT_COLUMNS,
@@ -58,7 +66,18 @@ from exporter.store.records import (
     message_from_row,
     message_row,
 )
-from exporter.store.statements import HISTORY_EVENTS, MARK_READY, for_psycopg
+from exporter.store.statements import (
+    APPEND,
+    HISTORY_EVENTS,
+    INBOX_BACKLOG,
+    MARK_READY,
+    OUTBOX_BACKLOG,
+    PENDING,
+    PURGE_SPANS,
+    QUEUE_SPAN,
+    UNEXPORTED_SPANS,
+    for_psycopg,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,6 +98,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3}  # fmt: skip
 # Any constant works: it only has to differ from the per-message keys, which are hashes.
 MIGRATION_LOCK_KEY = 0x7477696C696F  # "twilio"
+INGESTER_LOCK_KEY = MIGRATION_LOCK_KEY + 1
 
 # Each migration runs once, in order, in one transaction under MIGRATION_LOCK_KEY.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -132,6 +152,25 @@ CREATE TABLE IF NOT EXISTS readiness (
         # The event's own time (Event Streams); NULL: the status was reached at arrival.
         "ALTER TABLE status_events ADD COLUMN IF NOT EXISTS occurred_at double precision",
     ),
+    (
+        4,
+        """
+-- Webhook requests as received, until the ingester applies them (and deletes them).
+CREATE TABLE IF NOT EXISTS inbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source text NOT NULL,                  -- callback | event_stream
+    received_at double precision NOT NULL,
+    body bytea NOT NULL,                   -- exactly as posted
+    query text NOT NULL
+);
+-- Spans of applied events, until they are exported (and deleted).
+CREATE TABLE IF NOT EXISTS span_outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queued_at double precision NOT NULL,
+    span text NOT NULL                     -- JSON, see telemetry/tracing/outbox.py
+);
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -159,6 +198,11 @@ _WRITE_EVENT_AND_MESSAGE = (
     + ", ".join(f"{c} = excluded.{c}" for c in (*MESSAGE_COLUMNS[1:], "in_flight"))
 )
 _HISTORY_EVENTS = for_psycopg(HISTORY_EVENTS)
+_APPEND = for_psycopg(APPEND)
+_PENDING = for_psycopg(PENDING)
+_QUEUE_SPAN = for_psycopg(QUEUE_SPAN)
+_UNEXPORTED_SPANS = for_psycopg(UNEXPORTED_SPANS)
+_PURGE_SPANS = for_psycopg(PURGE_SPANS)
 _MARK_READY = for_psycopg(MARK_READY)
 _SWEEP_STALE = (
     "UPDATE messages m SET in_flight = false, stale_at = %s FROM ("
@@ -217,10 +261,27 @@ class PostgresStore(PostgresReconcile):
         self.schema_version, self._schema_ready = current, True
         return current
 
+    def append(self, entry: InboxEntry) -> None:
+        # Autocommit: the insert is its own transaction, one round trip.
+        values = (entry.source, entry.received_at, entry.body, entry.query)
+        self._run(lambda conn: conn.execute(_APPEND, values))
+
+    def pending(self, limit: int) -> list[InboxEntry]:
+        rows = self._run(lambda conn: conn.execute(_PENDING, (limit,)).fetchall())
+        return [
+            InboxEntry(source, at, bytes(body), query, id_) for id_, source, at, body, query in rows
+        ]
+
     def record(self, event: StatusEvent) -> Recorded:
         return self.record_all((event,))[0]
 
-    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
+    def record_all(
+        self,
+        events: Sequence[StatusEvent],
+        *,
+        consumed: Sequence[int] = (),
+        spans: SpanEncoder | None = None,
+    ) -> list[Recorded]:
         def record(conn: psycopg.Connection[Any]) -> list[Recorded]:
             with conn.transaction():
                 # Every message's lock first, in one order for all writers (no deadlock
@@ -228,7 +289,12 @@ class PostgresStore(PostgresReconcile):
                 # their snapshot after the locks are held.
                 for sid in sorted({event.message_sid for event in events}):
                     conn.execute(_LOCK_MESSAGE, (sid,))
-                return [self._record(conn, event) for event in events]
+                recorded = [self._record(conn, event) for event in events]
+                if consumed:
+                    conn.execute("DELETE FROM inbox WHERE id = ANY(%s)", (list(consumed),))
+                if spans is not None:
+                    _queue_spans(conn, spans(events, recorded))
+                return recorded
 
         return self._run(record)
 
@@ -261,15 +327,50 @@ class PostgresStore(PostgresReconcile):
         return dict(rows)
 
     def sweep_stale(
-        self, updated_before: float, now: float, limit: int = 500
+        self,
+        updated_before: float,
+        now: float,
+        limit: int = 500,
+        *,
+        spans: StaleSpanEncoder | None = None,
     ) -> list[MessageState]:
-        rows = self._run(
-            lambda conn: conn.execute(_SWEEP_STALE, (now, updated_before, limit)).fetchall()
-        )
-        return [message_from_row(row) for row in rows]
+        def sweep(conn: psycopg.Connection[Any]) -> list[MessageState]:
+            with conn.transaction():
+                rows = conn.execute(_SWEEP_STALE, (now, updated_before, limit)).fetchall()
+                stale = [message_from_row(row) for row in rows]
+                if spans is not None and stale:
+                    _queue_spans(conn, spans(stale, now))
+            return stale
+
+        return self._run(sweep)
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
-        return self._run(lambda conn: len(conn.execute(_PURGE, (updated_before, limit)).fetchall()))
+        def purge(conn: psycopg.Connection[Any]) -> int:
+            purged = len(conn.execute(_PURGE, (updated_before, limit)).fetchall())
+            conn.execute(_PURGE_SPANS, (updated_before,))
+            return purged
+
+        return self._run(purge)
+
+    def unexported_spans(self, limit: int) -> list[tuple[int, str]]:
+        rows = self._run(lambda conn: conn.execute(_UNEXPORTED_SPANS, (limit,)).fetchall())
+        return [(id_, span) for id_, span in rows]
+
+    def remove_spans(self, ids: Sequence[int]) -> None:
+        self._run(
+            lambda conn: conn.execute("DELETE FROM span_outbox WHERE id = ANY(%s)", (list(ids),))
+        )
+
+    def backlog(self) -> Backlog:
+        def read(conn: psycopg.Connection[Any]) -> Backlog:
+            entries, oldest_entry = conn.execute(INBOX_BACKLOG).fetchone() or (0, None)
+            spans, oldest_span = conn.execute(OUTBOX_BACKLOG).fetchone() or (0, None)
+            return Backlog(entries, oldest_entry, spans, oldest_span)
+
+        return self._run(read)
+
+    def leadership(self) -> Leadership:
+        return AdvisoryLeadership(self._conninfo)
 
     def history(self, message_sid: str) -> MessageHistory | None:
         def read(conn: psycopg.Connection[Any]) -> MessageHistory | None:
@@ -349,6 +450,53 @@ class PostgresStore(PostgresReconcile):
         else:
             detail = " ".join(str(ex).split()) or type(ex).__name__  # libpq's are multi-line
         return f"PostgreSQL: {detail}"
+
+
+class AdvisoryLeadership:
+    """The ingester's lock across replicas: a session advisory lock on a connection of its
+    own, released by the server when that connection ends, so a replica that dies hands the
+    work to another within the lock's next poll."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return self.still_held()
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (INGESTER_LOCK_KEY,)).fetchone()
+        except psycopg.Error as ex:
+            raise StoreUnavailable(f"PostgreSQL: {' '.join(str(ex).split())}") from ex
+        if row and row[0]:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def still_held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
+def _queue_spans(conn: psycopg.Connection[Any], spans: Sequence[str]) -> None:
+    if spans:
+        now = time.time()
+        with conn.cursor() as cursor:
+            cursor.executemany(_QUEUE_SPAN, [(now, span) for span in spans])
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -20,7 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from exporter.lifecycle import apply_event, in_flight
 from exporter.model import (
+    Backlog,
     Checkpoint,
+    InboxEntry,
     KnownMessage,
     MessageHistory,
     MessageState,
@@ -29,7 +31,7 @@ from exporter.model import (
     Recorded,
     StatusEvent,
 )
-from exporter.store import StoreUnavailable
+from exporter.store import Leadership, SpanEncoder, StaleSpanEncoder, StoreUnavailable
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
@@ -39,13 +41,20 @@ from exporter.store.records import (
     message_row,
 )
 from exporter.store.statements import (
+    APPEND,
     HISTORY_EVENTS,
+    INBOX_BACKLOG,
     INSERT_RUN,
     LOAD_CHECKPOINT,
     MARK_READY,
+    OUTBOX_BACKLOG,
+    PENDING,
     PRUNE_POLLS,
+    PURGE_SPANS,
+    QUEUE_SPAN,
     RUN_COUNTS,
     SAVE_CHECKPOINT,
+    UNEXPORTED_SPANS,
     UPDATE_RUN,
 )
 
@@ -88,6 +97,20 @@ CREATE TABLE IF NOT EXISTS status_events (
     params TEXT NOT NULL,              -- every posted parameter, JSON
     query TEXT NOT NULL,               -- the callback URL's query string as received
     UNIQUE (message_sid, status)
+);
+-- Webhook requests as received, until the ingester applies them (and deletes them).
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,              -- callback | event_stream
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL,                -- exactly as posted
+    query TEXT NOT NULL
+);
+-- Spans of applied events, until they are exported (and deleted).
+CREATE TABLE IF NOT EXISTS span_outbox (
+    id INTEGER PRIMARY KEY,
+    queued_at REAL NOT NULL,
+    span TEXT NOT NULL                 -- JSON, see telemetry/tracing/outbox.py
 );
 CREATE TABLE IF NOT EXISTS readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL);
 -- Reconciliation with Twilio's REST API (`reconcile`): when each stuck message was last
@@ -145,6 +168,11 @@ _RECONCILE_TOTALS = (
     + ", max(finished_at), max(CASE WHEN succeeded = 1 THEN finished_at END) "
     "FROM reconcile_runs"
 )
+_SWEEP_STALE = (
+    f"UPDATE messages SET in_flight = 0, stale_at = ? WHERE message_sid IN ("
+    f"SELECT message_sid FROM messages WHERE in_flight = 1 AND updated_at < ? "
+    f"LIMIT ?) RETURNING {', '.join(MESSAGE_COLUMNS)}"
+)
 # How often a writer re-checks that the database file may still be written (see _write).
 WRITABLE_CHECK_INTERVAL = 1.0
 _INSERT_EVENT = (
@@ -176,19 +204,31 @@ class SQLiteStore:
             # schema is created by the first write that succeeds.
             log.info("store not writable yet, callbacks get 503 until it is: %s", ex)
 
+    def append(self, entry: InboxEntry) -> None:
+        with self._write() as conn:  # one statement: its own transaction
+            conn.execute(APPEND, (entry.source, entry.received_at, entry.body, entry.query))
+
+    def pending(self, limit: int) -> list[InboxEntry]:
+        with self._read() as conn:
+            rows = conn.execute(PENDING, (limit,)).fetchall()
+        return [InboxEntry(source, at, body, query, id_) for id_, source, at, body, query in rows]
+
     def record(self, event: StatusEvent) -> Recorded:
         return self.record_all((event,))[0]
 
-    def record_all(self, events: Sequence[StatusEvent]) -> list[Recorded]:
-        with self._write() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Each reads what the ones before it wrote: one transaction sees its own writes.
-                recorded = [self._record(conn, event) for event in events]
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def record_all(
+        self,
+        events: Sequence[StatusEvent],
+        *,
+        consumed: Sequence[int] = (),
+        spans: SpanEncoder | None = None,
+    ) -> list[Recorded]:
+        with self._transaction() as conn:
+            # Each reads what the ones before it wrote: one transaction sees its own writes.
+            recorded = [self._record(conn, event) for event in events]
+            conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
+            if spans is not None:
+                _queue_spans(conn, spans(events, recorded))
             return recorded
 
     def _record(self, conn: sqlite3.Connection, event: StatusEvent) -> Recorded:
@@ -211,16 +251,39 @@ class SQLiteStore:
         return dict(rows)
 
     def sweep_stale(
-        self, updated_before: float, now: float, limit: int = 500
+        self,
+        updated_before: float,
+        now: float,
+        limit: int = 500,
+        *,
+        spans: StaleSpanEncoder | None = None,
     ) -> list[MessageState]:
+        with self._transaction() as conn:
+            rows = conn.execute(_SWEEP_STALE, (now, updated_before, limit)).fetchall()
+            stale = [message_from_row(row) for row in rows]
+            if spans is not None and stale:
+                _queue_spans(conn, spans(stale, now))
+        return stale
+
+    def unexported_spans(self, limit: int) -> list[tuple[int, str]]:
+        with self._read() as conn:
+            rows: list[tuple[int, str]] = conn.execute(UNEXPORTED_SPANS, (limit,)).fetchall()
+        return rows
+
+    def remove_spans(self, ids: Sequence[int]) -> None:
         with self._write() as conn:
-            rows = conn.execute(
-                f"UPDATE messages SET in_flight = 0, stale_at = ? WHERE message_sid IN ("
-                f"SELECT message_sid FROM messages WHERE in_flight = 1 AND updated_at < ? "
-                f"LIMIT ?) RETURNING {', '.join(MESSAGE_COLUMNS)}",
-                (now, updated_before, limit),
-            ).fetchall()
-        return [message_from_row(row) for row in rows]
+            conn.execute(
+                f"DELETE FROM span_outbox WHERE id IN ({', '.join('?' * len(ids))})", list(ids)
+            )
+
+    def backlog(self) -> Backlog:
+        with self._read() as conn:
+            entries, oldest_entry = conn.execute(INBOX_BACKLOG).fetchone()
+            spans, oldest_span = conn.execute(OUTBOX_BACKLOG).fetchone()
+        return Backlog(entries, oldest_entry, spans, oldest_span)
+
+    def leadership(self) -> Leadership:
+        return FileLeadership(f"{self.path}.ingester.lock")
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
         """Delete messages last updated before `updated_before`, oldest stored first. One
@@ -232,6 +295,7 @@ class SQLiteStore:
                 sids = _purge_candidates(conn, updated_before, limit)
                 conn.executemany("DELETE FROM status_events WHERE message_sid = ?", sids)
                 conn.executemany("DELETE FROM messages WHERE message_sid = ?", sids)
+                conn.execute(PURGE_SPANS, (updated_before,))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -368,6 +432,18 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite store {self.path}: {ex}") from ex
 
     @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._write() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
             self._check_writable_file()
@@ -415,6 +491,40 @@ class SQLiteStore:
             local.opened_writable = os.access(self.path, os.W_OK)
         conn_: sqlite3.Connection = local.conn
         return conn_
+
+
+class FileLeadership:
+    """The ingester's lock on one machine: an flock on a file beside the database, released by
+    the kernel when the process holding it dies, however it dies."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def _queue_spans(conn: sqlite3.Connection, spans: Sequence[str]) -> None:
+    now = time.time()
+    conn.executemany(QUEUE_SPAN, [(now, span) for span in spans])
 
 
 def _purge_candidates(

@@ -14,6 +14,15 @@ HISTORY_EVENTS = (
     f"SELECT {', '.join(EVENT_COLUMNS)} FROM status_events "
     "WHERE message_sid = ? ORDER BY coalesce(occurred_at, received_at), id"
 )
+# The inbox: webhook requests as received, until applied.
+APPEND = "INSERT INTO inbox (source, received_at, body, query) VALUES (?, ?, ?, ?)"
+PENDING = "SELECT id, source, received_at, body, query FROM inbox ORDER BY id LIMIT ?"
+INBOX_BACKLOG = "SELECT count(*), min(received_at) FROM inbox"
+# The span outbox: spans of applied events, until exported.
+QUEUE_SPAN = "INSERT INTO span_outbox (queued_at, span) VALUES (?, ?)"
+UNEXPORTED_SPANS = "SELECT id, span FROM span_outbox ORDER BY id LIMIT ?"
+OUTBOX_BACKLOG = "SELECT count(*), min(queued_at) FROM span_outbox"
+PURGE_SPANS = "DELETE FROM span_outbox WHERE queued_at < ?"
 MARK_READY = (
     "INSERT INTO readiness (id, checked_at) VALUES (1, ?) "
     "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"

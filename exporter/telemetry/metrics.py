@@ -7,6 +7,7 @@ regions); anything else is `other`, so a hostile or buggy sender cannot blow up 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__, model
-from exporter.model import MessageState, ReconcileTotals, Recorded, StatusEvent
+from exporter.model import Backlog, MessageState, ReconcileTotals, Recorded, StatusEvent
 from exporter.telemetry.label_cache import LabelCache
 
 # Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
@@ -30,6 +31,10 @@ LAG_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200
 # The handler commits to disk before answering: sub-millisecond normally, and Twilio's 15 s
 # timeout is the top of the range that matters.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
+
+# The ingester applies within a second normally; minutes mean it is down or overwhelmed,
+# which the backlog gauges and their alerts show.
+INGEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
 
 OUTCOMES = ("accepted", "duplicate", "invalid_signature", "malformed", "error")
 
@@ -131,8 +136,39 @@ class Metrics:
         )
         self.spans_dropped = Counter(
             "twilio_exporter_spans_dropped_total",
-            "Spans that could not be queued or exported (collector down or too slow).",
+            "Spans that could not be built, or were never exported before the retention "
+            "horizon removed them.",
             registry=registry,
+        )
+        self.ingest_lag = Histogram(
+            "twilio_exporter_ingest_lag_seconds",
+            "Time from a webhook request's 200 to its events being applied: lifecycle "
+            "updated, counted, spans queued for export.",
+            buckets=INGEST_BUCKETS,
+            registry=registry,
+        )
+        self.ingest_batches = Counter(
+            "twilio_exporter_ingest_batches_total",
+            "Batches of inbox entries the ingester applied (each one transaction).",
+            registry=registry,
+        )
+        self.spans_exported = Counter(
+            "twilio_exporter_spans_exported_total",
+            "Spans the exporter accepted (at least once: a span may be sent again after a "
+            "crash, with the same ids).",
+            registry=registry,
+        )
+        self.span_export_failures = Counter(
+            "twilio_exporter_span_export_failures_total",
+            "Span export attempts that failed (collector down or refusing); the spans stay "
+            "queued and are sent again.",
+            registry=registry,
+        )
+        self.ingester_leader = Gauge(
+            "twilio_exporter_ingester_leader",
+            "1 in the process that is the deployment's ingester (holds its lock).",
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         Gauge(
             "twilio_exporter_build_info",
@@ -156,16 +192,10 @@ class Metrics:
         self._callback_lag = LabelCache(self.callback_lag)
 
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
-        """Count one recorded event: duplicates only as a callback outcome. Statuses from
-        polls count per status like any other, but they were no callback request."""
+        """The per-status metrics of one recorded event (a duplicate moves none of them)."""
         transition = recorded.transition
-        is_callback = event.source == "callback"
         if transition is None:
-            if is_callback:
-                self.callbacks["duplicate"].inc()
             return
-        if is_callback:
-            self.callbacks["accepted"].inc()
         status = event.status_label
         channel = recorded.message.channel
         if transition.out_of_order:
@@ -245,6 +275,54 @@ class InFlightCollector(Collector):
         for label, count in by_label.items():
             family.add_metric([label], count)
         yield family
+
+
+class BacklogCollector(Collector):
+    """The write path's backlog, read from the store at scrape time: inbox entries not yet
+    applied and spans not yet exported, with the age of the oldest of each."""
+
+    def __init__(
+        self,
+        read_backlog: Callable[[], Backlog],
+        on_error: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._read_backlog = read_backlog
+        self._on_error = on_error
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            backlog = self._read_backlog()
+        except Exception:
+            self._on_error()  # a gap, never a failed scrape
+            return
+        now = self._clock()
+        yield GaugeMetricFamily(
+            "twilio_exporter_ingest_backlog_entries",
+            "Webhook requests accepted (answered 200) and not yet applied.",
+            value=backlog.entries,
+        )
+        yield GaugeMetricFamily(
+            "twilio_exporter_ingest_backlog_seconds",
+            "Age of the oldest webhook request not yet applied (0 when none waits).",
+            value=_age(now, backlog.oldest_entry_at),
+        )
+        yield GaugeMetricFamily(
+            "twilio_exporter_span_export_backlog_spans",
+            "Spans queued and not yet exported.",
+            value=backlog.spans,
+        )
+        yield GaugeMetricFamily(
+            "twilio_exporter_span_export_backlog_seconds",
+            "How far span export is behind: age of the oldest span not yet exported (0 when "
+            "none waits).",
+            value=_age(now, backlog.oldest_span_at),
+        )
+
+
+def _age(now: float, since: float | None) -> float:
+    return 0.0 if since is None else max(0.0, now - since)
 
 
 # Reconcile's results, as counted by `twilio_reconcile_messages_total{result}`.

@@ -5,36 +5,43 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import falcon
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from exporter.ingest import Ingestor
-from exporter.server.sweeper import Sweeper
+from exporter.ingest.intake import Intake
+from exporter.ingest.outcomes import Outcomes
 from exporter.settings import Settings
 from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
 from exporter.telemetry import multiprocess_values
-from exporter.telemetry.metrics import InFlightCollector, Metrics, ReconcileCollector
+from exporter.telemetry.metrics import (
+    BacklogCollector,
+    InFlightCollector,
+    Metrics,
+    ReconcileCollector,
+)
 from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
-from exporter.telemetry.tracing import MessageTracer, tracer_from_env
 from exporter.web.event_sink import EventStreamResource
 from exporter.web.signature import SignatureChecker
 from exporter.web.status_callback import StatusCallbackResource
+from exporter.web.webhook import store_unavailable, unexpected_error
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CALLBACK_ROUTE = "/twilio/status"
 
 
 @dataclass(frozen=True)
 class Telemetry:
-    """Where the service reports: metrics (in `registry`) and traces."""
+    """Where the service reports: metrics, in `registry`. (Spans are built and exported by
+    the ingester, from the store.)"""
 
     registry: CollectorRegistry
     metrics: Metrics
-    tracer: MessageTracer
     # Under gunicorn each worker writes its values to files that a scrape merges.
     multiprocess: bool = False
 
@@ -46,11 +53,13 @@ def create_app(
     checker = None
     if not settings.insecure_skip_signature:
         checker = SignatureChecker(settings.auth_tokens, settings.shared_keys)
-    app = falcon.App()
+    app = falcon.App(middleware=[CallbackTiming(telemetry.metrics.request_duration)])
     app.req_options.auto_parse_form_urlencoded = False  # the raw body is parsed once, by us
-    ingestor = Ingestor(store, telemetry.metrics, telemetry.tracer)
-    app.add_route("/twilio/status", StatusCallbackResource(settings, ingestor, checker))
-    app.add_route("/twilio/events", EventStreamResource(settings, ingestor, checker))
+    app.add_error_handler(Exception, unexpected_error)
+    app.add_error_handler(StoreUnavailable, store_unavailable)
+    intake = Intake(store, Outcomes(telemetry.metrics))
+    app.add_route(CALLBACK_ROUTE, StatusCallbackResource(settings, intake, checker))
+    app.add_route("/twilio/events", EventStreamResource(settings, intake, checker))
     app.add_route("/metrics", MetricsResource(store, telemetry))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
@@ -71,16 +80,7 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
         settings.metric_tag_values_max,
         signature_validation=not settings.insecure_skip_signature,
     )
-    tracer = tracer_from_env(settings, metrics.spans_dropped)
-    telemetry = Telemetry(registry, metrics, tracer, multiprocess=MULTIPROC_ENV in os.environ)
-    Sweeper(
-        store,
-        metrics,
-        tracer,
-        stale_after=settings.stale_after,
-        retention=settings.retention,
-        interval=settings.sweep_interval,
-    ).start()
+    telemetry = Telemetry(registry, metrics, multiprocess=MULTIPROC_ENV in os.environ)
     return create_app(settings, store, telemetry)
 
 
@@ -92,7 +92,8 @@ class MetricsResource:
         on_error = telemetry.metrics.store_errors.labels("read").inc
         # Figures that live in the store (shared by workers, replicas and reconcile runs).
         self._store_collectors: list[Collector] = [
-            InFlightCollector(lambda: dict(store.in_flight_counts()), on_error)
+            InFlightCollector(lambda: dict(store.in_flight_counts()), on_error),
+            BacklogCollector(store.backlog, on_error),
         ]
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
@@ -117,6 +118,25 @@ class MetricsResource:
         for collector in self._store_collectors:
             registry.register(collector)
         return registry
+
+
+class CallbackTiming:
+    """Times every StatusCallback request, refused ones included, for
+    `twilio_status_callback_request_duration_seconds`."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._observe = histogram.observe
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path == CALLBACK_ROUTE:
+            req.context.started = time.perf_counter()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
+        started = req.context.get("started")
+        if started is not None:
+            self._observe(time.perf_counter() - started)
 
 
 class HealthResource:

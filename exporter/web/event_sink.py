@@ -1,10 +1,10 @@
-"""The Event Streams webhook sink: CloudEvents -> authentication -> events -> store -> telemetry.
+"""The Event Streams webhook sink: CloudEvents -> authentication -> the inbox.
 
 Twilio discards an event answered with a 4xx (other than 429) and retries 5xx for hours, so:
 a request whose events cannot all be used still gets a 200 for the good ones (the bad ones
-are named in the answer, counted and logged: retrying them would not help). A request's usable
-events are committed together, in one transaction: a store outage records none of them and
-answers 503, so Twilio's redelivery brings them all.
+are named in the answer, counted and logged: retrying them would not help). A request is
+logged whole, as posted, in one insert: a store outage records none of its events and answers
+503, so Twilio's redelivery brings them all.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import functools
 import hmac
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable
 from urllib.parse import quote
 
 import falcon
 
 from exporter.inputs.callback_form import FormParams
-from exporter.inputs.event_streams import MalformedDelivery, StreamItem, parse_delivery
-from exporter.store import StoreUnavailable
+from exporter.inputs.event_streams import MalformedDelivery, parse_delivery
 from exporter.web.signature import (
     SETTINGS_HEADER,
     SIGNATURE_HEADER,
@@ -35,7 +33,6 @@ from exporter.web.webhook import (
     WebhookResource,
     content_type_of,
     read_body,
-    store_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +68,7 @@ class EventStreamResource(WebhookResource):
             items = parse_delivery(body, req.query_string, received_at)
         except MalformedDelivery as ex:
             raise self._reject(falcon.HTTPBadRequest, str(ex)) from None
-        outcomes = self._ingest(items)
+        usable = [item for item in items if item.event is not None]
         failed = [
             {"index": item.index, "id": item.id, "reason": item.problem}
             for item in items
@@ -87,55 +84,21 @@ class EventStreamResource(WebhookResource):
                     for f in failed[:LOGGED_FAILURES]
                 ),
             )
-        answer = {
-            "accepted": outcomes["accepted"],
-            "duplicates": outcomes["duplicate"],
-            "ignored": outcomes["ignored"],
-            "failed": failed,
-        }
         if failed and len(failed) == len(items):
-            self._metrics.stream_request_outcomes["malformed"].inc()
+            self._outcomes.delivery_refused("malformed")
             resp.status = falcon.HTTP_400
         else:
-            self._metrics.stream_request_outcomes["accepted"].inc()
+            self._intake.accept_delivery(body, req.query_string, received_at, items)
             resp.status = falcon.HTTP_200
+        # Whether an event repeats one already recorded is known once it is applied: the
+        # answer says what was taken (durably), ignored and refused.
+        answer = {
+            "accepted": len(usable),
+            "ignored": sum(1 for item in items if item.ignored),
+            "failed": failed,
+        }
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps(answer, separators=(",", ":")).encode()
-
-    def _ingest(self, items: list[StreamItem]) -> Counter[str]:
-        """Record every usable event in one transaction, then count each by outcome. A store
-        outage records none and answers 503: Twilio redelivers the whole request."""
-        usable = [(item, item.event) for item in items if item.event is not None]
-        try:
-            recorded = self._ingestor.ingest_all([event for _, event in usable])
-        except StoreUnavailable as ex:
-            log.error("Event Streams delivery not recorded, answering 503: %s", ex)
-            self._count_errors([item for item, _ in usable])
-            self._metrics.store_errors.labels("record").inc()
-            raise store_unavailable("delivery") from None
-        except Exception:
-            log.exception("Event Streams delivery not recorded: unexpected error")
-            self._count_errors([item for item, _ in usable])
-            raise falcon.HTTPInternalServerError(
-                title="Internal error", description="The delivery was not recorded; retry later."
-            ) from None
-        duplicates = {
-            item.index: r.duplicate for (item, _), r in zip(usable, recorded, strict=True)
-        }
-        outcomes: Counter[str] = Counter()
-        for item in items:
-            if item.index in duplicates:
-                outcome = "duplicate" if duplicates[item.index] else "accepted"
-            else:
-                outcome = "ignored" if item.ignored else "malformed"
-            outcomes[outcome] += 1
-            self._metrics.stream_events.labels(item.type_label, outcome).inc()
-        return outcomes
-
-    def _count_errors(self, items: list[StreamItem]) -> None:
-        for item in items:
-            self._metrics.stream_events.labels(item.type_label, "error").inc()
-        self._metrics.stream_request_outcomes["error"].inc()
 
     def _authenticate(self, req: falcon.Request, body: bytes) -> None:
         """Basic credentials when the sink URL carries them (configured), and Twilio's
@@ -143,7 +106,7 @@ class EventStreamResource(WebhookResource):
         authorization = req.get_header("Authorization")
         user_info = self._basic_user_info(authorization)
         if self._credentials and user_info is None:
-            self._metrics.stream_request_outcomes["invalid_signature"].inc()
+            self._outcomes.delivery_refused("invalid_signature")
             raise falcon.HTTPUnauthorized(
                 title="Invalid credentials",
                 description="The sink URL's user name and password are missing or wrong.",
@@ -163,7 +126,7 @@ class EventStreamResource(WebhookResource):
         log.info(
             "invalid Twilio signature on Event Streams delivery to %s from %s", url, req.remote_addr
         )
-        self._metrics.stream_request_outcomes["invalid_signature"].inc()
+        self._outcomes.delivery_refused("invalid_signature")
         raise falcon.HTTPForbidden(
             title="Invalid signature",
             description=f"{SIGNATURE_HEADER} is missing or does not match this request "
@@ -187,7 +150,7 @@ class EventStreamResource(WebhookResource):
         return None
 
     def _reject(self, error: Callable[..., falcon.HTTPError], description: str) -> falcon.HTTPError:
-        self._metrics.stream_request_outcomes["malformed"].inc()
+        self._outcomes.delivery_refused("malformed")
         return error(title="Malformed Event Streams delivery", description=description)
 
 

@@ -1,34 +1,37 @@
 """What every Twilio webhook route shares: its collaborators, reading the body within a
-limit, and the answers that tell Twilio to retry."""
+limit, and the answer that tells Twilio to retry (mapped once, for the whole app)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 import falcon
 
-from exporter.ingest import Ingestor
+from exporter.ingest.intake import Intake
 from exporter.settings import Settings
+from exporter.store import StoreUnavailable
 from exporter.web.signature import SignatureChecker
 
+log = logging.getLogger(__name__)
 # Twilio retries a request answered 503; a short hint keeps its retries (and ours) cheap.
 RETRY_AFTER_SECONDS = 5
 
 
 class WebhookResource:
-    """A POST-only route that records what Twilio sends through the ingestor."""
+    """A POST-only route that hands what Twilio sends to the intake."""
 
     def __init__(
         self,
         settings: Settings,
-        ingestor: Ingestor,
+        intake: Intake,
         checker: SignatureChecker | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._ingestor = ingestor
-        self._metrics = ingestor.metrics
+        self._intake = intake
+        self._outcomes = intake.outcomes
         self._checker = checker  # None only with EXPORTER_INSECURE_SKIP_SIGNATURE=1
         self._clock = clock
 
@@ -76,12 +79,25 @@ def too_large(limit: int) -> UnreadableBody:
     return UnreadableBody(falcon.HTTPContentTooLarge, f"body is larger than {limit} bytes")
 
 
-def store_unavailable(what: str) -> falcon.HTTPError:
-    """503 with Retry-After: nothing was lost, the sender's retry will land it."""
-    return falcon.HTTPServiceUnavailable(
+def store_unavailable(
+    req: falcon.Request, resp: falcon.Response, ex: StoreUnavailable, params: object
+) -> None:
+    """Falcon error handler: 503 with Retry-After. Nothing was recorded (the intake counted
+    and logged it); Twilio's retry will land the request."""
+    raise falcon.HTTPServiceUnavailable(
         title="Store unavailable",
-        description=f"The {what} was not recorded; retry later.",
+        description="The request was not recorded; retry later.",
         retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+def unexpected_error(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: object
+) -> None:
+    """Falcon error handler for a bug: a clear 500, never a traceback (the log has it)."""
+    log.error("unexpected error answering %s %s", req.method, req.path, exc_info=ex)
+    raise falcon.HTTPInternalServerError(
+        title="Internal error", description="The request was not recorded; retry later."
     )
 
 

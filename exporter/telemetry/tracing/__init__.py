@@ -1,93 +1,59 @@
-"""Message traces: the interface the web layer calls, and its set-up from the OTEL_* variables.
+"""Message traces, set up from the OTEL_* variables.
 
-One trace per message (SPEC section 8): a root span `twilio.message` from creation (or first
-sight) to the final status, and a child span per stage. Ids are derived from the MessageSid,
-so no coordination is needed between workers or replicas, and a retried callback (which the
-store reports as a duplicate) never makes a second span.
+One trace per message: a root span `twilio.message` from creation (or first sight) to the
+final status, and a child span per stage. Ids are derived from the MessageSid, so no
+coordination is needed between processes or replicas, and a retried callback (a duplicate)
+never makes a second span. Spans are built when their event is applied, queued in the store
+with it (outbox.py), and exported from there by the ingester (shipper.py).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-from typing import Protocol
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
-from prometheus_client import Counter
 
 from exporter import __version__
-from exporter.model import MessageState, Recorded, StatusEvent
 from exporter.settings import ConfigError, Settings
 from exporter.telemetry.tracing.config import TracingConfig
-from exporter.telemetry.tracing.export import (
-    BoundedBatchSpanProcessor,
-    DropReporter,
-    quiet_exporter_logs,
-)
+from exporter.telemetry.tracing.export import quiet_exporter_logs
+from exporter.telemetry.tracing.outbox import SpanOutbox
 from exporter.telemetry.tracing.spans import MessageSpans
 
-__all__ = ["MessageSpans", "MessageTracer", "NoTracer", "TracingConfig", "tracer_from_env"]
+__all__ = [
+    "MessageSpans",
+    "SpanOutbox",
+    "TracingConfig",
+    "exporters_from_env",
+    "service_resource",
+    "span_outbox_from_env",
+]
 log = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "twilio-status-exporter"
 
 
-class MessageTracer(Protocol):
-    """Turns recorded lifecycle steps into spans. Must never raise or block a callback."""
-
-    def record(self, event: StatusEvent, recorded: Recorded) -> None: ...
-
-    def record_stale(self, message: MessageState, now: float) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
-class NoTracer:
-    """Tracing switched off (OTEL_TRACES_EXPORTER=none)."""
-
-    def record(self, event: StatusEvent, recorded: Recorded) -> None:
-        pass
-
-    def record_stale(self, message: MessageState, now: float) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-
-def tracer_from_env(settings: Settings, spans_dropped: Counter) -> MessageTracer:
-    """The tracer the OTEL_* variables ask for. Call it in the worker, after gunicorn forks: the
-    batch processor's export thread must belong to the process that records the spans. The
-    processor is flushed (for a few seconds at most) when the worker exits."""
+def span_outbox_from_env(settings: Settings) -> SpanOutbox | None:
+    """What encodes spans for the store's outbox, or None when the OTEL_* variables turn
+    tracing off (then no span is queued at all)."""
     try:
         config = TracingConfig.from_env()
-    except ConfigError as ex:  # startup checks these first; a worker never dies of tracing
+    except ConfigError as ex:  # startup checks these first; tracing never stops the service
         log.error("traces are not exported: %s", ex)
-        return NoTracer()
+        return None
     if not config.enabled:
-        return NoTracer()
-    report = DropReporter(spans_dropped)
-    try:
-        processors = [
-            BoundedBatchSpanProcessor(
-                _exporter(name, config), report, max_queue_size=config.max_queue_size
-            )
-            for name in config.exporters
-        ]
-    except Exception:
-        log.exception("traces are not exported: the span exporter could not be set up")
-        return NoTracer()
-    tracer = MessageSpans(
-        _combined(processors),
-        service_resource(),
-        redact_phone_numbers=settings.redact_phone_numbers,
-        report_dropped=report,
-    )
+        return None
+    return SpanOutbox(redact_phone_numbers=settings.redact_phone_numbers)
+
+
+def exporters_from_env() -> list[SpanExporter]:
+    """The span exporters the OTEL_* variables ask for (none when tracing is off)."""
+    config = TracingConfig.from_env()
+    if not config.enabled:
+        return []
     quiet_exporter_logs()
-    atexit.register(tracer.shutdown)
     log.info("exporting traces with %s (%s)", ", ".join(config.exporters), config.protocol)
-    return tracer
+    return [_exporter(name, config) for name in config.exporters]
 
 
 def service_resource() -> Resource:
@@ -131,12 +97,3 @@ def _exporter(name: str, config: TracingConfig) -> SpanExporter:
     )
 
     return HttpExporter(timeout=config.export_timeout)
-
-
-def _combined(processors: list[BoundedBatchSpanProcessor]) -> SpanProcessor:
-    if len(processors) == 1:
-        return processors[0]
-    combined = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
-    for processor in processors:
-        combined.add_span_processor(processor)
-    return combined

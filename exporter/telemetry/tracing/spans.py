@@ -34,7 +34,7 @@ SCOPE = InstrumentationScope("exporter.telemetry.tracing", __version__)
 # Collector's spanmetrics) read carrier delays as this service's processing latency and draw
 # an edge from the sender's span to the exporter.
 KIND = SpanKind.INTERNAL
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 # Country calling codes: 1 to 3 digits, none a prefix of another (ITU E.164).
 _CALLING_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
@@ -89,11 +89,11 @@ def _trace_of(message: MessageState) -> _Trace:
     parent = None
     if traceparent:
         trace_id = int(traceparent[3:35], 16)
-        parent = SpanContext(trace_id, int(traceparent[36:52], 16), True, _SAMPLED)
+        parent = SpanContext(trace_id, int(traceparent[36:52], 16), True, SAMPLED)
     else:
         trace_id = trace_id_for(sid)
     return _Trace(
-        trace_id, SpanContext(trace_id, span_id_for(sid, ROOT_STAGE), False, _SAMPLED), parent
+        trace_id, SpanContext(trace_id, span_id_for(sid, ROOT_STAGE), False, SAMPLED), parent
     )
 
 
@@ -188,7 +188,7 @@ class MessageSpans:
         span_id = span_id_for(event.message_sid, transition.status)
         return ReadableSpan(
             name=span_name(transition.status),
-            context=SpanContext(trace.trace_id, span_id, False, _SAMPLED),
+            context=SpanContext(trace.trace_id, span_id, False, SAMPLED),
             parent=trace.root,
             resource=self._resource,
             attributes=attributes,

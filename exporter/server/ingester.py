@@ -1,0 +1,184 @@
+"""The ingester process: applies the inbox, runs the sweeps, exports the span outbox.
+
+gunicorn's master starts one beside its workers (`IngesterProcess`, from the gunicorn
+config) and restarts it if it dies. Every replica starts one; the store's leadership lock lets
+exactly one of them work at a time, and another takes over within a second or two of its
+death. The process leaves when its parent (the gunicorn master) is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from exporter.ingest.applier import Applier
+from exporter.ingest.ingester import Ingester
+from exporter.ingest.outcomes import Outcomes
+from exporter.server.sweeper import Sweeper
+from exporter.settings import Settings
+from exporter.store import Store, StoreUnavailable
+from exporter.telemetry.metrics import Metrics
+from exporter.telemetry.tracing import exporters_from_env, service_resource, span_outbox_from_env
+from exporter.telemetry.tracing.shipper import SpanShipper
+
+log = logging.getLogger(__name__)
+IDLE_POLL = 0.05  # an empty inbox is looked at again after this long: the lag when idle
+LEADERSHIP_POLL = 1.0  # a standby asks for the lock this often: the takeover delay
+STORE_RETRY = 1.0  # the store being down: try again after this long
+RESTART_DELAY = 1.0  # the master restarts an ingester that died after this long
+
+
+class IngesterLoop:
+    """Leads or waits: while it holds the deployment's lock, applies whatever the inbox holds,
+    sweeps every `sweep_interval`, and exports spans in a thread."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        spans = span_outbox_from_env(settings)
+        self._store = store
+        self._metrics = metrics
+        self._ingester = Ingester(Applier(store, metrics, spans), Outcomes(metrics))
+        self._sweeper = Sweeper(
+            store,
+            metrics,
+            spans,
+            stale_after=settings.stale_after,
+            retention=settings.retention,
+        )
+        self._sweep_interval = settings.sweep_interval
+        self._tracing = spans is not None
+        self._stop = threading.Event()
+        self._parent = os.getppid()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        leadership = self._store.leadership()
+        while not self._stop.is_set() and not self._orphaned():
+            try:
+                leading = leadership.try_acquire()
+            except StoreUnavailable as ex:
+                log.warning("ingester waits for the store: %s", ex)
+                self._stop.wait(STORE_RETRY)
+                continue
+            if leading:
+                log.info("this process is the ingester (pid %d)", os.getpid())
+                self._lead(leadership.still_held)
+                leadership.release()
+            else:
+                self._stop.wait(LEADERSHIP_POLL)
+
+    def _lead(self, still_held: Callable[[], bool]) -> None:
+        shipper = None
+        if self._tracing:
+            exporters = exporters_from_env()
+            shipper = SpanShipper(self._store, exporters, service_resource(), self._metrics)
+            shipper.start()
+        self._metrics.ingester_leader.set(1)
+        next_sweep = time.monotonic() + self._sweep_interval
+        try:
+            while not self._stop.is_set() and not self._orphaned():
+                try:
+                    applied = self._ingester.apply_pending()
+                    if time.monotonic() >= next_sweep:
+                        self._sweeper.run_once()
+                        next_sweep = time.monotonic() + self._sweep_interval
+                except StoreUnavailable as ex:
+                    self._metrics.store_errors.labels("ingest").inc()
+                    log.warning("ingester paused, store unavailable: %s", ex)
+                    self._stop.wait(STORE_RETRY)
+                    continue
+                if not still_held():
+                    log.error("ingester lost its lock (store connection lost): standing by")
+                    return
+                if applied == 0:
+                    self._stop.wait(IDLE_POLL)
+        finally:
+            self._metrics.ingester_leader.set(0)
+            if shipper is not None:
+                shipper.stop()
+
+    def _orphaned(self) -> bool:
+        return os.getppid() != self._parent
+
+
+class IngesterProcess:
+    """The master's handle on its ingester: started when gunicorn is ready, restarted when it
+    dies, stopped with the master."""
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name="ingester", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _supervise(self) -> None:
+        from prometheus_client import multiprocess
+
+        while not self._stopping.is_set():
+            process = subprocess.Popen([sys.executable, "-m", "exporter.server.ingester"])
+            self._process = process
+            code = process.wait()
+            if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+            if self._stopping.is_set():
+                return
+            log.error("ingester exited with status %s; restarting it", code)
+            self._stopping.wait(RESTART_DELAY)
+
+
+def main() -> int:
+    """`python -m exporter.server.ingester`: what IngesterProcess runs."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.server.gunicorn_conf import configure_logging
+    from exporter.store import open_store
+    from exporter.telemetry import multiprocess_values
+
+    configure_logging()
+    multiprocess_values.install()
+    settings = Settings.from_env()
+    store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
+    metrics = Metrics(
+        CollectorRegistry(),
+        settings.metric_tags,
+        settings.metric_tag_values_max,
+        signature_validation=not settings.insecure_skip_signature,
+    )
+    loop = IngesterLoop(settings, store, metrics)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        loop.run()
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
