@@ -1,97 +1,58 @@
-"""One measurement each: throughput round, /metrics scrape, long-run memory, profile."""
+"""One measurement each: a throughput round, /metrics scrape, long-run memory; draining."""
 
 from __future__ import annotations
 
-import itertools
-import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from processes import (
-    Receiver,
-    Server,
-    WrkResult,
-    http_get,
-    run_wrk,
-    start_bare,
-    start_service,
-)
+import exposition
+from exposition import Backlog
+from processes import Receiver, Server, WrkResult, http_get, run_wrk
+from targets import SERVICES, Context
 from workload import distinct_callbacks, write_requests
 
 STALL_SECONDS = 5.0
+DRAIN_POLL = 0.1  # seconds between /metrics reads while waiting for the backlog to drain
 
 
-@dataclass
-class Context:
-    """What every measurement shares: where things are and how the targets start."""
+@dataclass(frozen=True)
+class Drain:
+    """Waiting for the service to finish what it answered 200 to."""
 
-    workdir: Path
-    port: int
-    token: str
-    workers: int
-    data: Path
-    main_count: int
-    warm_count: int
-    receiver: Receiver | None
-    # A postgresql:// database to measure on (each run gets a fresh schema in it, since the
-    # same pre-signed callbacks are replayed every run); None: a fresh SQLite file per run.
-    store_url: str | None = None
-    counter: itertools.count[int] = field(default_factory=itertools.count)
+    entries: float  # ingest backlog when the wait began (callbacks answered, not applied)
+    spans: float  # span export backlog then
+    ingest_seconds: float  # until the ingest backlog was 0
+    seconds: float  # until both backlogs were 0
 
     @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def ingest_rate(self) -> float | None:
+        """Rows applied per second while draining; None when there was nothing to drain."""
+        return self.entries / self.ingest_seconds if self.entries and self.ingest_seconds else None
 
-    @property
-    def callback_url(self) -> str:
-        return f"http://{self.host}/twilio/status"
 
-    def _fresh_store(self, run: int) -> str:
-        if self.store_url is None:
-            return f"sqlite:///{self.workdir / f'store-{run}.db'}"
-        import psycopg
-
-        schema = f"bench_{os.getpid()}_{run}"
-        with psycopg.connect(self.store_url, autocommit=True) as admin:
-            admin.execute(f'CREATE SCHEMA "{schema}"')
-        separator = "&" if "?" in self.store_url else "?"
-        return f"{self.store_url}{separator}options=-csearch_path%3D{schema}"
-
-    def service_env(self, run: int) -> dict[str, str]:
-        env = {
-            "TWILIO_AUTH_TOKEN": self.token,
-            "EXPORTER_STORE": self._fresh_store(run),
-            "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-{run}"),
-            "OTEL_TRACES_EXPORTER": "none",
-            "EXPORTER_LOG_LEVEL": "warning",
-        }
-        if self.receiver is not None:
-            env |= {
-                "OTEL_TRACES_EXPORTER": "otlp",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": self.receiver.endpoint,
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            }
-        return env
-
-    def start(self, target: str, workers: int | None = None) -> Server:
-        """A fresh target (new store, new metrics directory), ready to serve."""
-        run = next(self.counter)
-        workers = workers or self.workers
-        log = self.workdir / f"{target}-{run}.log"
-        if target == "full":
-            server = start_service(self.port, workers, self.service_env(run), log)
-        else:
-            server = start_bare(self.port, workers, log)
-        try:
-            server.wait_ready(workers)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+def drain(server: Server, timeout: float, first: Backlog | None = None) -> Drain:
+    """Poll /metrics until the ingest and span export backlogs are both 0."""
+    begin = time.monotonic()
+    current = first or exposition.backlog(exposition.scrape(server.base_url))
+    start, ingest_done = current, None
+    while True:
+        elapsed = time.monotonic() - begin
+        if current.entries == 0 and ingest_done is None:
+            ingest_done = elapsed
+        if current.empty:
+            return Drain(start.entries, start.spans, ingest_done or 0.0, elapsed)
+        if elapsed > timeout:
+            raise TimeoutError(
+                f"{server.name}: backlog not drained after {timeout:.0f} s "
+                f"({current.entries:.0f} entries, {current.spans:.0f} spans left; "
+                f"log {server.log_path})"
+            )
+        time.sleep(DRAIN_POLL)
+        current = exposition.backlog(exposition.scrape(server.base_url))
 
 
 @dataclass(frozen=True)
@@ -100,13 +61,31 @@ class Measurement:
     connections: int
     round: int
     wrk: WrkResult
-    server_cpu: float  # seconds during the measured window
-    peak_rss_kb: int  # the largest worker's VmHWM
-    spans: int | None
+    server_cpu: float  # seconds during the measured window (services: plus the drain)
+    peak_rss_kb: int  # the largest process's VmHWM (worker, ingester or Node)
+    spans: int | None  # received by the OTLP receiver in the window and drain (services)
+    drain: Drain | None = None  # services only
+    ingest_lag: dict[float, float] | None = None  # twilio_exporter_ingest_lag_seconds buckets
+    span_lag: dict[str, float] | None = None  # the receiver's lag stats for the window
+
+    @property
+    def ok(self) -> int:
+        """Requests answered 2xx in the measured window."""
+        return self.wrk.requests - self.wrk.non_2xx
+
+    @property
+    def seconds(self) -> float:
+        """The window, plus for a service the time it took to finish the work afterwards."""
+        return self.wrk.duration + (self.drain.seconds if self.drain else 0.0)
+
+    @property
+    def rate(self) -> float:
+        """Completed callbacks/s: 2xx in the window / (window + drain)."""
+        return self.ok / self.seconds if self.seconds else 0.0
 
     @property
     def cpu_us(self) -> float:
-        return self.server_cpu / self.wrk.requests * 1e6 if self.wrk.requests else 0.0
+        return self.server_cpu / self.ok * 1e6 if self.ok else 0.0
 
     @property
     def wrk_cpu_us(self) -> float:
@@ -114,74 +93,99 @@ class Measurement:
 
 
 def throughput(
-    ctx: Context, target: str, connections: int, round_: int, duration: float, warmup: float
+    ctx: Context,
+    target: str,
+    connections: int,
+    round_: int,
+    duration: float,
+    warmup: float,
+    drain_timeout: float = 300.0,
 ) -> Measurement:
-    """Start the target fresh, warm it up, then measure `duration` seconds of wrk load."""
-    spans_before = _spans(ctx.receiver)
+    """Start the target fresh, warm it up, then measure `duration` seconds of wrk load.
+
+    A service is drained after the warm-up (so the window starts with an empty backlog) and
+    after the window; CPU and time then cover everything the window's callbacks caused.
+    """
+    service = target in SERVICES
+    data = ctx.data_for(target)
     server = ctx.start(target)
+    drained = lag_before = lag_after = span_lag = spans = None
     try:
         if warmup > 0:
             run_wrk(
-                server.base_url,
-                ctx.data,
-                ctx.main_count,
-                ctx.warm_count,
-                ctx.host,
-                connections=connections,
-                duration=warmup,
+                server.base_url, data, ctx.main_count, ctx.warm_count, ctx.host,
+                connections=connections, duration=warmup,
+            )  # fmt: skip
+        if service:
+            drain(server, drain_timeout)
+            lag_before = exposition.buckets(
+                exposition.scrape(server.base_url), exposition.INGEST_LAG
             )
+        spans_before = spans_received(ctx.receiver)
+        if service and ctx.receiver is not None:
+            ctx.receiver.stats(reset=True)
         cpu_before = server.cpu_seconds()
         result = run_wrk(
-            server.base_url,
-            ctx.data,
-            0,
-            ctx.main_count,
-            ctx.host,
-            connections=connections,
-            duration=duration,
-        )
+            server.base_url, data, 0, ctx.main_count, ctx.host,
+            connections=connections, duration=duration,
+        )  # fmt: skip
+        if service:
+            drained = drain(server, drain_timeout)
         cpu = server.cpu_seconds() - cpu_before
+        if service:
+            lag_after = exposition.buckets(
+                exposition.scrape(server.base_url), exposition.INGEST_LAG
+            )
+            if ctx.receiver is not None:
+                span_lag = ctx.receiver.stats()
+                spans = int(span_lag.get("spans", 0)) - spans_before
         memory = server.worker_memory_kb()
     finally:
-        server.stop()  # flushes the service's span queue before we count
-    spans = None
-    if target == "full" and ctx.receiver is not None:
-        spans = _spans(ctx.receiver) - spans_before
+        server.stop()
     peak = max((m.get("VmHWM", 0) for m in memory), default=0)
-    return Measurement(target, connections, round_, result, cpu, peak, spans)
+    ingest_lag = None
+    if lag_before is not None and lag_after is not None:
+        ingest_lag = exposition.subtract(lag_after, lag_before)
+    return Measurement(
+        target, connections, round_, result, cpu, peak, spans, drained, ingest_lag, span_lag
+    )
 
 
-def _spans(receiver: Receiver | None) -> int:
-    return receiver.stats().get("spans", 0) if receiver is not None else 0
+def spans_received(receiver: Receiver | None) -> int:
+    return int(receiver.stats().get("spans", 0)) if receiver is not None else 0
+
+
+def backlog_entries(server: Server) -> Callable[[], float]:
+    return lambda: exposition.backlog(exposition.scrape(server.base_url)).entries
+
+
+def stalled_or(read: Callable[[], float], target: float) -> Callable[[], bool]:
+    """A wrk `until`: true once read() reaches target or has not moved for STALL_SECONDS.
+
+    A request lost to a socket error never gets counted, so a stalled count also ends the
+    feed (the shortfall shows as wrk's errors)."""
+    progress = {"value": -1.0, "since": time.monotonic()}
+
+    def done() -> bool:
+        value = read()
+        if value != progress["value"]:
+            progress["value"], progress["since"] = value, time.monotonic()
+        return value >= target or time.monotonic() - progress["since"] > STALL_SECONDS
+
+    return done
 
 
 def callbacks_counted(server: Server) -> float:
-    """Total of twilio_status_callbacks_total over all outcomes, from /metrics."""
-    total = 0.0
-    for line in http_get(server.base_url + "/metrics").decode().splitlines():
-        if line.startswith("twilio_status_callbacks_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    """Total of twilio_status_callbacks_total over all outcomes (moves once applied)."""
+    return exposition.total(exposition.scrape(server.base_url), exposition.CALLBACKS)
 
 
 def feed(ctx: Context, server: Server, data: Path, count: int, connections: int = 16) -> WrkResult:
-    """Send every line of `data` once; stop wrk when the service has counted them all.
-
-    A request lost to a socket error never gets counted, so a count that stays put for
-    STALL_SECONDS also ends the feed (the shortfall shows as wrk's errors).
-    """
+    """Send every line of `data` once; stop wrk when the service has applied them all."""
     target = callbacks_counted(server) + count
-    progress = {"count": -1.0, "since": time.monotonic()}
-
-    def done() -> bool:
-        counted = callbacks_counted(server)
-        if counted != progress["count"]:
-            progress["count"], progress["since"] = counted, time.monotonic()
-        return counted >= target or time.monotonic() - progress["since"] > STALL_SECONDS
-
     return run_wrk(
         server.base_url, data, 0, count, ctx.host, connections=connections,
-        duration=3600, once=True, until=done,
+        duration=3600, once=True, until=stalled_or(lambda: callbacks_counted(server), target),
     )  # fmt: skip
 
 
@@ -200,7 +204,7 @@ def scrape(ctx: Context, workers: int, series_target: int, scrapes: int) -> Scra
 
     Time series as Prometheus counts them: one per exposition line (each bucket is one).
     """
-    server = ctx.start("full", workers)
+    server = ctx.start("service", workers)
     sent = 0
     try:
         stream = distinct_callbacks(seed=77, countries="all")
@@ -253,7 +257,7 @@ class LongRun:
 
 def long_run(ctx: Context, callbacks: int, chunk_size: int = 100_000) -> LongRun:
     """Send `callbacks` distinct callbacks through one service; report worker memory after."""
-    server = ctx.start("full")
+    server = ctx.start("service")
     stream = distinct_callbacks(seed=4242)
     chunk = ctx.workdir / "long-run-requests.tsv"
     sent = non_2xx = 0

@@ -1,4 +1,5 @@
-"""The processes a bench run starts: gunicorn targets, the OTLP receiver, wrk; /proc readings."""
+"""The processes a bench run starts: gunicorn targets, the OTLP receiver, wrk; /proc and
+/metrics readings."""
 
 from __future__ import annotations
 
@@ -86,45 +87,94 @@ def proc_memory_kb(pid: int) -> dict[str, int]:
 
 
 def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
+    """Direct children of a process (all of its threads' children)."""
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren... of a process: gunicorn's workers and its ingester."""
+    parents = _parents()
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc/PID/stat."""
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def is_ingester(pid: int) -> bool:
+    """The exporter's ingester process (`python -m exporter.server.ingester`)."""
     try:
-        return [int(child) for child in path.read_text().split()]
-    except FileNotFoundError:
-        return []
+        return b"exporter.server.ingester" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass
 class Server:
-    """A gunicorn master and its workers, started by the bench."""
+    """A target started by the bench: a gunicorn master with its workers (and the service's
+    ingester), or one Node process."""
 
     name: str
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    ready_path: str = "/readyz"
+    ready_path: str | None = "/readyz"  # None: ready once the port accepts connections
+    store_url: str | None = None  # the service's store
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        """The gunicorn workers (the master's children but its ingester)."""
+        return [pid for pid in children(self.process.pid) if not is_ingester(pid)]
+
+    def ingester(self) -> int | None:
+        """The service's ingester process, a child of the gunicorn master, when it runs."""
+        return next((pid for pid in children(self.process.pid) if is_ingester(pid)), None)
 
     def cpu_seconds(self) -> float:
-        """CPU of the master, its reaped workers and its live workers so far."""
+        """CPU of the master and of every descendant (workers, ingester), reaped ones included."""
         total = proc_cpu_seconds(self.process.pid, reaped_children=True)
-        for worker in self.workers():
+        for pid in descendants(self.process.pid):
             try:
-                total += proc_cpu_seconds(worker, reaped_children=True)
-            except FileNotFoundError:
+                total += proc_cpu_seconds(pid, reaped_children=True)
+            except (FileNotFoundError, ProcessLookupError):
                 continue
         return total
 
     def worker_memory_kb(self) -> list[dict[str, int]]:
+        """VmRSS/VmHWM of every descendant (workers and ingester) or of the process itself."""
         found = []
-        for worker in self.workers():
+        for pid in descendants(self.process.pid) or [self.process.pid]:
             try:
-                found.append(proc_memory_kb(worker))
+                found.append(proc_memory_kb(pid) | ({"ingester": 1} if is_ingester(pid) else {}))
             except FileNotFoundError:
                 continue
         return found
@@ -133,6 +183,8 @@ class Server:
         def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+            if self.ready_path is None:
+                return port_open(self.port)
             return http_get(self.base_url + self.ready_path, timeout=2) is not None
 
         wait_until(ready, timeout, f"{self.name} on port {self.port}")
@@ -149,10 +201,11 @@ class Server:
 
 
 def start_service(
-    port: int, workers: int, env: Mapping[str, str], log_path: Path, name: str = "full"
+    port: int, workers: int, env: Mapping[str, str], log_path: Path, name: str = "service"
 ) -> Server:
     """`twilio-status-exporter serve` as a user runs it."""
-    executable = shutil.which("twilio-status-exporter")
+    beside = Path(sys.executable).with_name("twilio-status-exporter")  # the same virtualenv
+    executable = str(beside) if beside.exists() else shutil.which("twilio-status-exporter")
     if executable is None:
         raise RuntimeError("twilio-status-exporter is not installed: pip install -e .")
     command = [executable, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
@@ -172,7 +225,7 @@ def start_bare(port: int, workers: int, log_path: Path) -> Server:
     command += ["bare_app:app"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    return Server("ceiling", port, process, log_path)
+    return Server("bare", port, process, log_path)
 
 
 @dataclass
@@ -188,10 +241,12 @@ class Receiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, reset: bool = False) -> dict[str, float]:
+        """Spans received so far, and span lags since the last reset (see otlp_receiver.py)."""
         if self.stats_port == 0:
             return {}
-        data: dict[str, int] = json.loads(http_get(f"http://127.0.0.1:{self.stats_port}/"))
+        path = "/reset" if reset else "/"
+        data: dict[str, float] = json.loads(http_get(f"http://127.0.0.1:{self.stats_port}{path}"))
         return data
 
     def cpu_seconds(self) -> float:

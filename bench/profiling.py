@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure import Context
+from targets import Context
 
 IDLE_LEAVES = frozenset({"Condition.wait (threading.py)", "Event.wait (threading.py)"})
 
@@ -27,7 +27,7 @@ class Profile:
 
 def profile(ctx: Context, seconds: float, connections: int = 16, top: int = 20) -> Profile:
     """py-spy on one worker of the full service under wrk load: a wall view and a GIL view."""
-    server = ctx.start("full")
+    server = ctx.start("service")
     wall, gil = ctx.workdir / "profile-wall.folded", ctx.workdir / "profile-gil.folded"
     try:
         load = subprocess.Popen(

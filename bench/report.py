@@ -1,4 +1,5 @@
-"""The bench results as Markdown: medians of interleaved rounds, full against ceiling."""
+"""The bench results as Markdown: medians of interleaved rounds, the service against bare
+Falcon and the Express peers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import subprocess
 from collections.abc import Sequence
 from importlib import metadata
 
+from exposition import merge, quantile
+from ingester_ceiling import IngesterCeiling
 from measure import LongRun, Measurement, ScrapeResult, median
 from profiling import Profile
+from targets import ALL, LABELS
 
 
 def environment(workers: int, worker_settings: dict[str, object]) -> list[str]:
@@ -27,65 +31,181 @@ def environment(workers: int, worker_settings: dict[str, object]) -> list[str]:
         f"- Python {platform.python_version()}, gunicorn {version('gunicorn')}, "
         f"falcon {version('falcon')}, twilio {version('twilio')}, {wrk}",
         f"- gunicorn: {workers} workers, {settings} (service's exporter/server/gunicorn_conf.py; "
-        "the ceiling gets the same flags)",
+        f"bare Falcon gets the same flags); Node {_node_version()} (Express peers, one process)",
     ]
+
+
+def _node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "-"
 
 
 def throughput_table(measurements: Sequence[Measurement]) -> list[str]:
-    """One row per (connections, target): medians over rounds; full/ceiling per round."""
+    """Rows = targets, columns per connection count: medians over rounds, paired ratios."""
+    conns_list = sorted({m.connections for m in measurements})
+    header = "| target |" + "".join(
+        f" c{c} callbacks/s | c{c} p99 ms | c{c} CPU µs/cb | c{c} ÷ bare | c{c} ÷ Express val. |"
+        for c in conns_list
+    )
+    lines = [header, "|---|" + "---:|" * 5 * len(conns_list)]
+    for target in _targets(measurements):
+        cells = []
+        for conns in conns_list:
+            runs = _runs(measurements, target, conns)
+            if not runs:
+                cells.append(" - | - | - | - | - |")
+                continue
+            rate = median([m.rate for m in runs])
+            p99 = median([m.wrk.p99 for m in runs])
+            cpu = median([m.cpu_us for m in runs])
+            cells.append(
+                f" {rate:,.0f} | {p99:.1f} | {cpu:,.0f} "
+                f"| {_ratio(measurements, target, 'bare', conns)} "
+                f"| {_ratio(measurements, target, 'express-validating', conns)} |"
+            )
+        lines.append(f"| {LABELS.get(target, target)} |" + "".join(cells))
+    lines += [
+        "",
+        "callbacks/s: for the service the *completed* rate, callbacks answered 2xx in the wrk "
+        "window / (window + the time until its ingest and span export backlogs were both 0 "
+        "afterwards); for the others 2xx / window. CPU: all processes of the target (gunicorn "
+        "master, workers, the ingester; Node) over the same time, per 2xx callback. Ratios: "
+        "median over rounds of the paired ratios of completed rates (same round, back to back).",
+    ]
+    pg_ratios = [
+        f"c{c}: {_ratio(measurements, 'service-pg', 'service', c)}"
+        for c in conns_list
+        if _runs(measurements, "service-pg", c)
+    ]
+    if pg_ratios:
+        lines += ["", f"PostgreSQL ÷ SQLite (completed rates): {', '.join(pg_ratios)}."]
+    return lines
+
+
+def details_table(measurements: Sequence[Measurement]) -> list[str]:
+    """Every target at every connection count: the raw wrk figures and the service's drain."""
     lines = [
-        "| conns | target | callbacks/s | p50 ms | p99 ms | server CPU µs/callback "
-        "| wrk CPU µs/callback | peak RSS/worker MiB | non-2xx | errors | spans/callback "
-        "| full/ceiling (rate) | full/ceiling (CPU) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| conns | target | wrk callbacks/s | completed/s | drain s | backlog at end "
+        "| drain rows/s | ingest lag p50/p99 s | span lag p50/p99 s | spans/callback "
+        "| p50 ms | non-2xx | errors | wrk CPU µs/cb | peak RSS MiB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for conns in sorted({m.connections for m in measurements}):
-        for target in ("full", "ceiling"):
-            runs = [m for m in measurements if m.connections == conns and m.target == target]
+        for target in _targets(measurements):
+            runs = _runs(measurements, target, conns)
             if not runs:
                 continue
-            spans = [
-                m.spans / m.wrk.requests for m in runs if m.spans is not None and m.wrk.requests
-            ]
-            rate, cpu = median([m.wrk.rate for m in runs]), median([m.cpu_us for m in runs])
-            p50, p99 = median([m.wrk.p50 for m in runs]), median([m.wrk.p99 for m in runs])
-            wrk_cpu = median([m.wrk_cpu_us for m in runs])
-            rate_ratio, cpu_ratio = _ratios(measurements, conns) if target == "full" else ("", "")
+            drains = [m.drain for m in runs if m.drain is not None]
+            spans = [m.spans / m.ok for m in runs if m.spans is not None and m.ok]
+            drain_rates = [d.ingest_rate for d in drains if d.ingest_rate]
             lines.append(
-                f"| {conns} | {target} | {rate:,.0f} | {p50:.2f} | {p99:.2f} "
-                f"| {cpu:,.0f} | {wrk_cpu:.0f} "
-                f"| {median([m.peak_rss_kb / 1024 for m in runs]):.1f} "
-                f"| {sum(m.wrk.non_2xx for m in runs)} | {sum(m.wrk.socket_errors for m in runs)} "
-                f"| {f'{median(spans):.2f}' if spans else '-'} | {rate_ratio} | {cpu_ratio} |"
+                f"| {conns} | {LABELS.get(target, target)} "
+                f"| {median([m.wrk.rate for m in runs]):,.0f} "
+                f"| {median([m.rate for m in runs]):,.0f} "
+                f"| {_num([d.seconds for d in drains], '.2f')} "
+                f"| {_num([d.entries for d in drains], ',.0f')} "
+                f"| {_num(drain_rates, ',.0f')} "
+                f"| {_ingest_lag(runs)} | {_span_lag(runs)} "
+                f"| {_num(spans, '.2f')} | {median([m.wrk.p50 for m in runs]):.2f} "
+                f"| {sum(m.wrk.non_2xx for m in runs)} "
+                f"| {sum(m.wrk.socket_errors for m in runs)} "
+                f"| {median([m.wrk_cpu_us for m in runs]):.0f} "
+                f"| {median([m.peak_rss_kb / 1024 for m in runs]):.1f} |"
             )
     lines += [
         "",
-        "Target (shared/BENCHMARKS.md): full >= 0.8 x ceiling in the same run; CPU ratio is "
-        "server CPU per callback, full over ceiling.",
+        "drain: after the window, until ingest and span export backlogs (read from /metrics "
+        "every 0.1 s) were 0; drain rows/s = ingest backlog at the end of the window / time "
+        "until it was 0 (only meaningful when the backlog was large). Ingest lag: quantiles of "
+        "`twilio_exporter_ingest_lag_seconds` (200 -> applied) over the window and drain, "
+        "interpolated in the histogram's buckets (all rounds merged), so as coarse as its "
+        "buckets. Span lag: at the OTLP receiver, arrival minus the span's end time (the "
+        "arrival of the callback that closed it), medians over rounds of per-round p50/p99.",
     ]
     return lines
 
 
-def _ratios(measurements: Sequence[Measurement], conns: int) -> tuple[str, str]:
-    """Median over rounds of the paired ratios (each round's full and ceiling ran back to back)."""
-    rates, cpus = [], []
+def ingester_table(results: Sequence[IngesterCeiling]) -> list[str]:
+    lines = [
+        "| target | callbacks held | applied rows/s | applied + spans exported rows/s "
+        "| ingester CPU µs/row | spans exported | stopped with no lock held | burst non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {LABELS.get(r.target, r.target)} | {r.entries:,.0f} | {r.rows_per_second:,.0f} "
+            f"| {r.completed_per_second:,.0f} | {r.cpu_us_per_row:.0f} "
+            f"| {r.spans if r.spans is not None else '-'} | {'yes' if r.held_back else 'NO'} "
+            f"| {r.non_2xx} |"
+        )
+    lines += [
+        "",
+        "The ingester process was stopped (SIGSTOP, at a moment it held no store transaction), "
+        "a burst was sent at 64 connections until the inbox held it all, then the ingester was "
+        "resumed: rows/s = entries held / seconds until the ingest backlog was 0 (the request "
+        "path idle, so this is the ingester's own ceiling on this machine).",
+    ]
+    return lines
+
+
+def _targets(measurements: Sequence[Measurement]) -> list[str]:
+    present = {m.target for m in measurements}
+    return [t for t in (*ALL, *sorted(present - set(ALL))) if t in present]
+
+
+def _runs(measurements: Sequence[Measurement], target: str, conns: int) -> list[Measurement]:
+    return [m for m in measurements if m.target == target and m.connections == conns]
+
+
+def _ratio(measurements: Sequence[Measurement], target: str, base: str, conns: int) -> str:
+    """Median over rounds of target's completed rate / base's, paired within each round."""
+    if target == base:
+        return "1"
+    ratios = []
     for round_ in sorted({m.round for m in measurements}):
         pair = {m.target: m for m in measurements if m.connections == conns and m.round == round_}
-        if {"full", "ceiling"} <= pair.keys() and pair["ceiling"].wrk.rate:
-            rates.append(pair["full"].wrk.rate / pair["ceiling"].wrk.rate)
-            if pair["full"].cpu_us:
-                cpus.append(pair["full"].cpu_us / pair["ceiling"].cpu_us)
-    return (f"{median(rates):.2f}" if rates else "-", f"{median(cpus):.2f}x" if cpus else "-")
+        if target in pair and base in pair and pair[base].rate:
+            ratios.append(pair[target].rate / pair[base].rate)
+    return f"{median(ratios):.2f}" if ratios else "-"
+
+
+def _num(values: Sequence[float], spec: str) -> str:
+    return format(median(list(values)), spec) if values else "-"
+
+
+def _ingest_lag(runs: Sequence[Measurement]) -> str:
+    histograms = [m.ingest_lag for m in runs if m.ingest_lag]
+    if not histograms:
+        return "-"
+    merged = merge(histograms)
+    p50, p99 = quantile(0.5, merged), quantile(0.99, merged)
+    if p50 is None or p99 is None:
+        return "-"
+    return f"{p50:.3f} / {p99:.3f}"
+
+
+def _span_lag(runs: Sequence[Measurement]) -> str:
+    stats = [m.span_lag for m in runs if m.span_lag and m.span_lag.get("lag_count")]
+    if not stats:
+        return "-"
+    p50 = median([s["lag_p50"] for s in stats])
+    p99 = median([s["lag_p99"] for s in stats])
+    return f"{p50:.3f} / {p99:.3f}"
 
 
 def rounds_table(measurements: Sequence[Measurement]) -> list[str]:
     lines = [
-        "| round | conns | target | callbacks/s | p99 ms | requests | server CPU s |",
-        "|---:|---:|---|---:|---:|---:|---:|",
+        "| round | conns | target | wrk callbacks/s | completed/s | drain s | p99 ms "
+        "| requests | server CPU s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in measurements:
+        drain = f"{m.drain.seconds:.2f}" if m.drain else "-"
         lines.append(
-            f"| {m.round} | {m.connections} | {m.target} | {m.wrk.rate:,.0f} | {m.wrk.p99:.2f} "
+            f"| {m.round} | {m.connections} | {LABELS.get(m.target, m.target)} "
+            f"| {m.wrk.rate:,.0f} | {m.rate:,.0f} | {drain} | {m.wrk.p99:.2f} "
             f"| {m.wrk.requests:,} | {m.server_cpu:.2f} |"
         )
     return lines
@@ -108,14 +228,20 @@ def scrape_section(result: ScrapeResult) -> list[str]:
 def long_run_section(result: LongRun) -> list[str]:
     lines = [
         f"{result.callbacks:,} distinct callbacks through one service (wrk, 16 connections, "
-        f"{result.rate:,.0f}/s while busy, {result.non_2xx} non-2xx). Worker memory after:",
+        f"{result.rate:,.0f}/s while busy, {result.non_2xx} non-2xx). Memory of the master's "
+        "descendants (workers and the ingester) after:",
         "",
-        "| worker | RSS MiB | peak RSS MiB |",
-        "|---:|---:|---:|",
+        "| process | RSS MiB | peak RSS MiB |",
+        "|---|---:|---:|",
     ]
-    for index, memory in enumerate(result.memory_kb):
+    workers = [m for m in result.memory_kb if not m.get("ingester")]
+    ingesters = [m for m in result.memory_kb if m.get("ingester")]
+    named = [(f"worker {i}", m) for i, m in enumerate(workers)] + [
+        ("ingester", m) for m in ingesters
+    ]
+    for name, memory in named:
         rss, peak = memory.get("VmRSS", 0) / 1024, memory.get("VmHWM", 0) / 1024
-        lines.append(f"| {index} | {rss:.1f} | {peak:.1f} |")
+        lines.append(f"| {name} | {rss:.1f} | {peak:.1f} |")
     return lines
 
 

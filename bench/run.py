@@ -1,10 +1,12 @@
-"""Benchmark: the full service against a bare-Falcon ceiling, same gunicorn settings, wrk load.
+"""Benchmark: the service against bare Falcon (same gunicorn settings) and the Express peers.
 
-    pip install -e . && python bench/run.py        # the default run, about 4-5 minutes
-    python bench/run.py --only ceiling             # the bare app alone (no service needed)
-    python bench/run.py --rounds 5 --duration 10   # steadier numbers
-    python bench/run.py --callbacks 1000000        # long run: worker memory after 1M callbacks
-    python bench/run.py --profile                  # py-spy on one worker under load, top costs
+    pip install -e . && python bench/run.py               # SQLite service, bare Falcon, Express
+    python bench/run.py --postgres                         # + the service on a private, durable
+                                                           #   PostgreSQL server, in the same run
+    python bench/run.py --rounds 1 --duration 2 --connections 16   # a quick check
+    python bench/run.py --targets bare                     # bare Falcon alone (needs no service)
+    python bench/run.py --callbacks 1000000 --skip throughput,ingester,scrape   # memory
+    python bench/run.py --profile                          # py-spy on one worker under load
 
 Results go to bench/results/<UTC time>.md (and .json). See bench/README.md.
 """
@@ -12,6 +14,7 @@ Results go to bench/results/<UTC time>.md (and .json). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -20,37 +23,67 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the exporter package
 
+import ingester_ceiling
 import measure
+import peers
 import profiling
 import report
-from processes import free_port, service_worker_settings, start_receiver
+from pg_server import PostgresServer
+from processes import Receiver, free_port, service_worker_settings, start_receiver
+from targets import ALL, PEERS, SERVICES, Context
 from workload import distinct_callbacks, write_requests
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("throughput", "ingester", "scrape", "long-run")
+TOKEN = "bench-auth-token-0123456789abcdef"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="targets: service = the exporter on SQLite; service-pg = on PostgreSQL (added by "
+        "--postgres or --store-url); bare = bench/bare_app.py under the same gunicorn settings; "
+        "express / express-validating = ../shared/peers/express server.js / "
+        "server_validating.js (npm-installed once into bench/.cache/). The service's rate is "
+        "its completed rate: 2xx in the window / (window + drain until its ingest and span "
+        "export backlogs are 0).",
+    )
     add = parser.add_argument
-    add("--only", choices=("all", "full", "ceiling"), default="all", help="targets to measure")
-    add("--workers", type=int, default=2, help="gunicorn workers for both targets (2)")
+    add(
+        "--targets",
+        default="service,bare,express,express-validating",
+        help=f"comma list of targets to measure, of {','.join(ALL)} "
+        "(service,bare,express,express-validating)",
+    )
+    add(
+        "--postgres",
+        action="store_true",
+        help="also measure service-pg on a private PostgreSQL server started for the run "
+        "(/usr/lib/postgresql/*/bin, fsync and synchronous_commit on)",
+    )
+    add("--store-url", help="also measure service-pg, on this postgresql:// database instead")
+    add("--workers", type=int, default=2, help="gunicorn workers for service and bare (2)")
     add("--connections", default="1,16,64", help="wrk connection counts (1,16,64)")
     add("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (3)")
     add("--duration", type=float, default=5.0, help="seconds per measurement (5)")
     add("--warmup", type=float, default=1.0, help="seconds of warm-up before each (1)")
     add("--requests", type=int, default=60_000, help="distinct pre-signed requests (60000)")
+    add("--burst", type=int, default=20_000, help="ingester ceiling: callbacks held (20000)")
+    add("--drain-timeout", type=float, default=300.0, help="max wait for a backlog (300 s)")
     add("--callbacks", type=int, default=20_000, help="long run: callbacks to send (20000)")
     add("--scrape-workers", type=int, default=4, help="workers for the /metrics test (4)")
     add("--scrape-series", type=int, default=5_000, help="time series to build up for it (5000)")
-    add("--skip", default="", help="comma list of parts to skip: throughput,scrape,long-run")
+    add("--skip", default="", help=f"comma list of parts to skip: {','.join(PARTS)}")
+    add("--express-dir", type=Path, default=peers.DEFAULT_DIR, help="the Express peers' folder")
     add("--profile", action="store_true", help="only profile one worker with py-spy")
     add("--profile-seconds", type=float, default=10.0, help="profile length (10)")
     add("--output", type=Path, help="Markdown file (default bench/results/<time>.md)")
     add("--keep", action="store_true", help="keep the working directory (logs, stores)")
-    add("--store-url", help="measure the service on this postgresql:// store instead of SQLite")
     return parser.parse_args()
 
 
@@ -62,27 +95,49 @@ def main() -> int:
     if args.profile and shutil.which("py-spy") is None:
         print("bench: py-spy is missing: pip install py-spy", file=sys.stderr)
         return 2
-    targets = ["full", "ceiling"] if args.only == "all" else [args.only]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in ALL]
+    if unknown:
+        print(f"bench: unknown targets {unknown}; choose from {', '.join(ALL)}", file=sys.stderr)
+        return 2
+    if (args.postgres or args.store_url) and "service-pg" not in targets:
+        targets.insert(targets.index("service") + 1 if "service" in targets else 0, "service-pg")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if "full" not in targets:
+    if "service" not in targets:
         skip |= {"scrape", "long-run"}
+    if not set(SERVICES) & set(targets):
+        skip |= {"ingester"}
     workdir = Path(tempfile.mkdtemp(prefix="twilio-exporter-bench-"))
     started = datetime.now(UTC)
     lines = [f"# Benchmark {started:%Y-%m-%d %H:%M} UTC", ""]
     lines += report.environment(args.workers, service_worker_settings())
-    lines.append(f"- store: {'PostgreSQL' if args.store_url else 'SQLite, a fresh file per run'}")
     data: dict[str, object] = {
         "started": started.isoformat(),
-        "args": vars(args) | {"output": str(args.output)},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "targets": targets,
     }
-    receiver = start_receiver(workdir / "otlp-receiver.log") if "full" in targets else None
-    try:
-        ctx = _context(args, workdir, receiver)
+    with contextlib.ExitStack() as stack:
+        if not args.keep:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        pg_url = args.store_url
+        if args.postgres and not pg_url:
+            pg = stack.enter_context(PostgresServer(free_port()))
+            pg_url = pg.url
+            lines.append(f"- PostgreSQL: private server, {pg.settings}")
+        elif pg_url:
+            lines.append("- PostgreSQL: --store-url (settings as that server has them)")
+        receiver = None
+        if set(SERVICES) & set(targets):
+            receiver = start_receiver(workdir / "otlp-receiver.log")
+            stack.callback(receiver.stop)
+        express_dir = peers.install(args.express_dir) if set(PEERS) & set(targets) else None
+        ctx = _context(args, workdir, receiver, targets, pg_url, express_dir)
         lines += [
+            f"- stores: SQLite, a fresh file per run{'; PostgreSQL, a fresh schema per run' if pg_url else ''}",  # noqa: E501
             f"- OTLP receiver: {receiver.source if receiver else 'none'}; wrk: 1 thread, "
             f"{args.requests:,} distinct pre-signed requests "
             f"(~{ctx.data.stat().st_size / (args.requests + ctx.warm_count):.0f} B per line), "
-            "a fresh service (empty store) per measurement",
+            "a fresh target (empty store) per measurement",
             "",
         ]
         if args.profile:
@@ -91,63 +146,65 @@ def main() -> int:
             data["profile"] = asdict(result)
         else:
             lines += _run_parts(args, ctx, targets, skip, data)
-    finally:
-        if receiver is not None:
-            receiver.stop()
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
     return _write(args, started, lines, data)
 
 
-def _context(args: argparse.Namespace, workdir: Path, receiver: object) -> measure.Context:
+def _context(
+    args: argparse.Namespace,
+    workdir: Path,
+    receiver: Receiver | None,
+    targets: list[str],
+    pg_url: str | None,
+    express_dir: Path | None,
+) -> Context:
     port = free_port()
-    token = "bench-auth-token-0123456789abcdef"
     warm = max(2_000, args.requests // 10)
     data = workdir / "requests.tsv"
     begin = time.monotonic()
+    base_url = f"http://127.0.0.1:{port}/twilio/status"
     size = write_requests(
-        data,
-        distinct_callbacks(seed=2026),
-        args.requests + warm,
-        f"http://127.0.0.1:{port}/twilio/status",
-        token,
+        data, distinct_callbacks(seed=2026), args.requests + warm, base_url, TOKEN
     )
+    validating = None
+    if "express-validating" in targets:
+        validating = workdir / "requests-validating.tsv"
+        write_requests(
+            validating,
+            distinct_callbacks(seed=2026),
+            args.requests + warm,
+            base_url,
+            TOKEN,
+            signed_url=peers.VALIDATED_URL,
+        )
     print(
         f"bench: {args.requests + warm:,} signed requests ({size / 1e6:.0f} MB) "
         f"in {time.monotonic() - begin:.1f} s",
         file=sys.stderr,
     )
-    return measure.Context(  # type: ignore[arg-type]
-        workdir, port, token, args.workers, data, args.requests, warm, receiver, args.store_url
-    )
+    return Context(
+        workdir, port, TOKEN, args.workers, data, args.requests, warm, receiver,
+        validating_data=validating, pg_url=pg_url, express_dir=express_dir,
+    )  # fmt: skip
 
 
 def _run_parts(
     args: argparse.Namespace,
-    ctx: measure.Context,
+    ctx: Context,
     targets: list[str],
     skip: set[str],
     data: dict[str, object],
 ) -> list[str]:
     lines: list[str] = []
     if "throughput" not in skip:
-        results = []
-        connections = [int(c) for c in args.connections.split(",")]
-        for round_ in range(args.rounds):
-            for conns in connections:
-                order = targets if round_ % 2 == 0 else targets[::-1]  # interleave, alternate
-                for target in order:
-                    m = measure.throughput(ctx, target, conns, round_, args.duration, args.warmup)
-                    print(
-                        f"bench: round {round_} c{conns} {target}: {m.wrk.rate:,.0f}/s "
-                        f"p99 {m.wrk.p99:.1f} ms cpu {m.cpu_us:.0f} us/cb",
-                        file=sys.stderr,
-                    )
-                    results.append(m)
+        results = _throughput(args, ctx, targets)
         lines += [
             f"## Throughput ({args.rounds} interleaved rounds of {args.duration:.0f} s, medians)",
             "",
             *report.throughput_table(results),
+            "",
+            "### Details",
+            "",
+            *report.details_table(results),
             "",
             "<details><summary>every round</summary>",
             "",
@@ -156,7 +213,19 @@ def _run_parts(
             "</details>",
             "",
         ]
-        data["throughput"] = [asdict(m) for m in results]
+        data["throughput"] = [_asdict(m) for m in results]
+    if "ingester" not in skip:
+        ceilings = []
+        for target in (t for t in targets if t in SERVICES):
+            ceiling = ingester_ceiling.measure(ctx, target, args.burst, args.drain_timeout)
+            print(
+                f"bench: ingester {target}: {ceiling.entries:,.0f} rows in "
+                f"{ceiling.drain.ingest_seconds:.2f} s = {ceiling.rows_per_second:,.0f} rows/s",
+                file=sys.stderr,
+            )
+            ceilings.append(ceiling)
+        lines += ["## Ingester ceiling", "", *report.ingester_table(ceilings), ""]
+        data["ingester"] = [_asdict(c) for c in ceilings]
     if "scrape" not in skip:
         scrape = measure.scrape(ctx, args.scrape_workers, args.scrape_series, 20)
         print(
@@ -170,6 +239,41 @@ def _run_parts(
         lines += ["## Memory after a long run", "", *report.long_run_section(run), ""]
         data["long_run"] = asdict(run)
     return lines
+
+
+def _throughput(
+    args: argparse.Namespace, ctx: Context, targets: list[str]
+) -> list[measure.Measurement]:
+    """Every target at every connection count, rounds interleaved, the order rotating."""
+    results = []
+    connections = [int(c) for c in args.connections.split(",")]
+    for round_ in range(args.rounds):
+        for conns in connections:
+            shift = round_ % len(targets)
+            order = targets[shift:] + targets[:shift]
+            for target in order if round_ % 2 == 0 else order[::-1]:
+                m = measure.throughput(
+                    ctx, target, conns, round_, args.duration, args.warmup, args.drain_timeout
+                )
+                drain = (
+                    f" (wrk {m.wrk.rate:,.0f}/s, drain {m.drain.seconds:.2f} s)" if m.drain else ""
+                )
+                print(
+                    f"bench: round {round_} c{conns} {target}: {m.rate:,.0f}/s{drain} "
+                    f"p99 {m.wrk.p99:.1f} ms cpu {m.cpu_us:.0f} us/cb non-2xx {m.wrk.non_2xx}",
+                    file=sys.stderr,
+                )
+                results.append(m)
+    return results
+
+
+def _asdict(result: Any) -> dict[str, Any]:
+    """A dataclass as JSON-ready data, with its derived figures (rates, per-callback CPU)."""
+    found: dict[str, Any] = asdict(result)
+    for name in ("ok", "rate", "cpu_us", "rows_per_second", "completed_per_second"):
+        if hasattr(result, name):
+            found[name] = getattr(result, name)
+    return found
 
 
 def _write(
