@@ -183,10 +183,12 @@ def run_migrate(args: argparse.Namespace) -> int:
         store.check_writable()  # a store creates or upgrades its schema before any write
     except (StoreUnavailable, OSError, ValueError) as ex:
         fail(f"EXPORTER_STORE: cannot migrate {redact_url(settings.store_url)}: {ex}")
-    version = getattr(store, "schema_version", None)
+    version = store.schema_version
     store.close()
-    at = f" at schema version {version}" if version is not None else ""
-    print(f"twilio-status-exporter: store {redact_url(settings.store_url)} is up to date{at}")
+    print(
+        f"twilio-status-exporter: store {redact_url(settings.store_url)} is up to date "
+        f"at schema version {version}"
+    )
     return 0
 
 
@@ -201,4 +203,3 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
-

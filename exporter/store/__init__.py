@@ -29,6 +29,9 @@ class StoreUnavailable(RuntimeError):
 class Store(Protocol):
     """What the service needs from a backend (SQLite embedded, PostgreSQL for replicas)."""
 
+    # The database's schema version (migrations.py), known once a call reached it; 0 before.
+    schema_version: int
+
     def record(self, event: StatusEvent) -> Recorded:
         """Atomically deduplicate, store and apply one event; raise StoreUnavailable."""
         ...
