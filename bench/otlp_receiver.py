@@ -2,26 +2,22 @@
 
     python bench/otlp_receiver.py        # prints {"grpc_port": ..., "stats_port": ..., ...}
 
-It runs the test suite's receiver (tests/otlp_receiver.py: gRPC and HTTP, decodes every span)
-when it is there, counting spans instead of keeping them; otherwise a minimal gRPC servicer
-of its own. GET http://127.0.0.1:STATS_PORT/ answers {"requests": N, "spans": M}.
+A minimal gRPC trace servicer: gRPC decodes every request, as a collector would, and the
+spans are counted, never kept. GET http://127.0.0.1:STATS_PORT/ answers
+{"requests": N, "spans": M}.
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ of this repository
 
 
 class Counter:
@@ -40,24 +36,7 @@ class Counter:
             return {"requests": self.requests, "spans": self.spans}
 
 
-def start_test_suite_receiver(counter: Counter) -> tuple[int, str]:
-    """tests/otlp_receiver.py's OTLPReceiver, forgetting spans once counted."""
-    from tests.otlp_receiver import OTLPReceiver
-
-    class CountingReceiver(OTLPReceiver):
-        collecting = threading.Lock()
-
-        def collect(self, request: Any, transport: str) -> None:
-            with self.collecting:  # decoded exactly as the tests see them, then dropped
-                super().collect(request, transport)
-                counter.add(len(self.spans()))
-                self.clear()
-
-    receiver = CountingReceiver().start()
-    return receiver.grpc_port, "tests/otlp_receiver.py"
-
-
-def start_minimal_receiver(counter: Counter) -> tuple[int, str]:
+def start_receiver(counter: Counter) -> tuple[int, str]:
     class Service(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(
             self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
@@ -69,15 +48,12 @@ def start_minimal_receiver(counter: Counter) -> tuple[int, str]:
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    return port, "bench/otlp_receiver.py (minimal gRPC)"
+    return port, "bench/otlp_receiver.py (gRPC, counts spans)"
 
 
 def main() -> None:
     counter = Counter()
-    try:
-        grpc_port, source = start_test_suite_receiver(counter)
-    except ImportError:
-        grpc_port, source = start_minimal_receiver(counter)
+    grpc_port, source = start_receiver(counter)
 
     class Stats(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

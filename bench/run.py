@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the exporter pac
 import measure
 import profiling
 import report
-from processes import free_port, service_worker_settings, start_receiver
+from processes import Receiver, free_port, service_worker_settings, start_receiver
 from workload import distinct_callbacks, write_requests
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,7 +99,7 @@ def main() -> int:
     return _write(args, started, lines, data)
 
 
-def _context(args: argparse.Namespace, workdir: Path, receiver: object) -> measure.Context:
+def _context(args: argparse.Namespace, workdir: Path, receiver: Receiver | None) -> measure.Context:
     port = free_port()
     token = "bench-auth-token-0123456789abcdef"
     warm = max(2_000, args.requests // 10)
@@ -117,7 +117,7 @@ def _context(args: argparse.Namespace, workdir: Path, receiver: object) -> measu
         f"in {time.monotonic() - begin:.1f} s",
         file=sys.stderr,
     )
-    return measure.Context(  # type: ignore[arg-type]
+    return measure.Context(
         workdir, port, token, args.workers, data, args.requests, warm, receiver, args.store_url
     )
 

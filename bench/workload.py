@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from exporter.simulation import ScheduledCallback, Signer, TrafficProfile, generate_callbacks
+from exporter.simulation.lifecycles import regions_for
 
 # Every (MessageSid, status) distinct: the bench measures first copies, the expensive path.
 DISTINCT = TrafficProfile(
@@ -19,14 +20,12 @@ def distinct_callbacks(seed: int, countries: str | None = None) -> Iterator[Sche
     """An endless stream of distinct callbacks (all regions when `countries` == 'all')."""
     profile = DISTINCT
     if countries == "all":
-        from exporter.cli.simulate import _regions
-
         profile = TrafficProfile(
             rate=0.0,
             duplicate_rate=0.0,
             out_of_order_rate=0.0,
             initial_status_rate=0.0,
-            regions=_regions("all"),
+            regions=regions_for("all"),
         )
     return generate_callbacks(seed, None, profile)
 
