@@ -9,20 +9,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlencode
 
-# Twilio's outbound order (SPEC section 6); canceled ends a scheduled message before queued.
-STATUS_RANK: dict[str, int] = {
-    "accepted": 0,
-    "scheduled": 0,
-    "canceled": 1,
-    "queued": 1,
-    "sending": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "read": 5,
-}
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
 QUERY_FEATURES = frozenset({"traceparent", "created", "tags"})
 
 # Destination mix (ISO region, weight): several countries, US-heavy like most senders.
