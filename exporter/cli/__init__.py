@@ -118,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     gunicorn_args = ["-c", "python:exporter.server.gunicorn_conf", "--bind", args.bind]
     if args.workers:
         gunicorn_args += ["--workers", str(args.workers)]
-    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.web.app:get_app()"]
+    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.server.wsgi:get_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
     return 0
 

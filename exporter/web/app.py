@@ -1,5 +1,5 @@
-"""Assembles the Falcon app from its collaborators; `get_app` is the only place that reads the
-environment (gunicorn calls it in each worker, after the fork)."""
+"""Assembles the Falcon app from its collaborators (exporter.server.wsgi builds them from the
+environment)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter.ingest import Ingestor
-from exporter.server.sweeper import Sweeper
 from exporter.settings import Settings
-from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
-from exporter.telemetry import multiprocess_values
+from exporter.store import ReconcileStore, Store, StoreUnavailable
 from exporter.telemetry.metrics import InFlightCollector, Metrics, ReconcileCollector
 from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
-from exporter.telemetry.tracing import MessageTracer, tracer_from_env
+from exporter.telemetry.tracing import MessageTracer
 from exporter.web.event_sink import EventStreamResource
 from exporter.web.signature import SignatureChecker
 from exporter.web.status_callback import StatusCallbackResource
@@ -55,33 +53,6 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
     return app
-
-
-def get_app() -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the app from the environment (gunicorn: `exporter.web.app:get_app()`)."""
-    settings = Settings.from_env()
-    # Already done by gunicorn_conf under `serve`; here for any other server that sets
-    # PROMETHEUS_MULTIPROC_DIR. Before the first metric is created.
-    multiprocess_values.install()
-    store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
-    registry = CollectorRegistry()
-    metrics = Metrics(
-        registry,
-        settings.metric_tags,
-        settings.metric_tag_values_max,
-        signature_validation=not settings.insecure_skip_signature,
-    )
-    tracer = tracer_from_env(settings, metrics.spans_dropped)
-    telemetry = Telemetry(registry, metrics, tracer, multiprocess=MULTIPROC_ENV in os.environ)
-    Sweeper(
-        store,
-        metrics,
-        tracer,
-        stale_after=settings.stale_after,
-        retention=settings.retention,
-        interval=settings.sweep_interval,
-    ).start()
-    return create_app(settings, store, telemetry)
 
 
 class MetricsResource:
