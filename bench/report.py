@@ -60,7 +60,7 @@ def throughput_table(measurements: Sequence[Measurement]) -> list[str]:
             )
     lines += [
         "",
-        "Target (shared/BENCHMARKS.md): full >= 0.8 x ceiling in the same run; CPU ratio is "
+        "Target: full >= 0.8 x ceiling in the same run; CPU ratio is "
         "server CPU per callback, full over ceiling.",
     ]
     return lines

@@ -1,6 +1,6 @@
 """Benchmark: the full service against a bare-Falcon ceiling, same gunicorn settings, wrk load.
 
-    pip install -e . && python bench/run.py        # the default run, about 4-5 minutes
+    pip install -e . && python bench/run.py        # the default run: a few minutes
     python bench/run.py --only ceiling             # the bare app alone (no service needed)
     python bench/run.py --rounds 5 --duration 10   # steadier numbers
     python bench/run.py --callbacks 1000000        # long run: worker memory after 1M callbacks

@@ -34,7 +34,8 @@ class Input(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How the exporter should count a callback (its `outcome` label, SPEC section 7)."""
+    """How the exporter should count a callback: its `outcome` label on
+    twilio_status_callbacks_total."""
 
     ACCEPTED = "accepted"
     OUT_OF_ORDER = "out_of_order"  # accepted, and also counted as out of order

@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3  # seconds; libpq's minimum is 2
 POOL_TIMEOUT = 3.0  # wait for a pooled connection; only a down server makes anyone wait
-STATEMENT_TIMEOUT_MS = 5000  # a callback's statements take milliseconds
+STATEMENT_TIMEOUT_MS = 5000  # far beyond any callback's statements: a stuck server
 # A worker killed mid-transaction must not keep a message locked for long.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30000
 # A sync worker uses one connection per request, plus the sweeper thread and a scrape.
