@@ -23,7 +23,7 @@ RULE_TESTS = RULES / "tests"
 SCHEMAS = DASHBOARDS / ".schema"
 TAG_FOR_LINKS = "twilio-status-exporter"  # dashboards link to all dashboards with this tag
 
-# SPEC section 7 plus the exporter-health metrics: name -> (type, labels).
+# The metrics users rely on plus the exporter-health ones: name -> (type, labels).
 CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "twilio_status_callbacks_total": ("counter", frozenset({"outcome"})),
     "twilio_status_callbacks_out_of_order_total": ("counter", frozenset({"status"})),

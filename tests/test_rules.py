@@ -20,7 +20,7 @@ RULE_TEST_FILES = sorted(dq.RULE_TESTS.glob("*.yaml"))
 ALERTS = [pytest.param(alert, id=alert["alert"]) for alert in dq.alerts()]
 RULE_QUERIES = [pytest.param(q, id=q.title) for q in dq.rule_queries()]
 
-# SPEC section 10 and issue 4: the alerts users rely on, by purpose.
+# The alerts users rely on, by purpose.
 REQUIRED_ALERTS = {
     "TwilioDeliveryRateDrop",  # below 90 % of its trailing 7-day average
     "TwilioErrorCodeSpike",  # one error code spiking (30007 carrier filtering)

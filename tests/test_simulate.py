@@ -16,16 +16,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import phonenumbers
 import pytest
 from twilio.request_validator import RequestValidator
 
 from exporter.cli import simulate
+from exporter.inputs.callback_form import FormParams, parse_callback
+from exporter.lifecycle import apply_event
+from exporter.model import RANKS, MessageState
 from exporter.simulation import (
     PUBLISHED_STATUSES,
-    STATUS_RANK,
     CallbackSender,
     EventBatch,
     Input,
@@ -52,6 +54,8 @@ CALLBACKS = frozenset({Input.CALLBACKS})
 EVENTS = frozenset({Input.EVENTS})
 BOTH = frozenset({Input.CALLBACKS, Input.EVENTS})
 T = TypeVar("T", ScheduledCallback, ScheduledEvent)
+# Every status of an outgoing message; the simulator sends no inbound traffic.
+OUTBOUND_STATUSES = set(RANKS) - {"receiving", "received", "partially_delivered"}
 
 
 def _generate(messages: int = 400, seed: int = 7, **profile: object) -> list[ScheduledCallback]:
@@ -93,7 +97,7 @@ def test_without_disorder_every_lifecycle_follows_twilios_order() -> None:
 
     for sid, lifecycle in _by_message(callbacks).items():
         statuses = [c.status for c in lifecycle]
-        ranks = [STATUS_RANK[s] for s in statuses]
+        ranks = [RANKS[s] for s in statuses]
         assert ranks == sorted(ranks), (sid, statuses)
         assert len(set(ranks)) == len(ranks), (sid, statuses)
         assert "read" not in statuses or "delivered" in statuses, (sid, statuses)
@@ -108,7 +112,7 @@ def test_the_mix_covers_every_kind_of_lifecycle() -> None:
     channels = Counter(c.params.get("ChannelPrefix", "sms") for c in callbacks)
     codes = {c.params["ErrorCode"] for c in callbacks if "ErrorCode" in c.params}
 
-    assert set(STATUS_RANK) <= set(statuses)
+    assert set(statuses) >= OUTBOUND_STATUSES
     assert channels["whatsapp"] > 0
     assert any(c.params.get("NumMedia") for c in callbacks)
     assert any("MessagingServiceSid" in c.params for c in callbacks)
@@ -205,9 +209,9 @@ def test_out_of_order_means_a_higher_status_arrived_first() -> None:
 
     for lifecycle in _by_message(callbacks).values():
         for index, callback in enumerate(lifecycle):
-            earlier = {STATUS_RANK[c.status] for c in lifecycle[:index]}
+            earlier = {RANKS[c.status] for c in lifecycle[:index]}
             if callback.expected is Outcome.OUT_OF_ORDER:
-                assert max(earlier) > STATUS_RANK[callback.status]
+                assert max(earlier) > RANKS[callback.status]
 
 
 def test_time_compression_scales_delays() -> None:
@@ -895,3 +899,21 @@ def test_cli_rejects_bad_options_with_one_line(capsys: pytest.CaptureFixture[str
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 5
     assert all(line.startswith("simulate: ") for line in errors)
+
+
+def test_expected_outcomes_are_what_the_service_lifecycle_decides() -> None:
+    callbacks = _generate(1500, out_of_order_rate=0.2, duplicate_rate=0.1)
+    messages: dict[str, tuple[MessageState | None, dict[str, float]]] = {}
+    for n, callback in enumerate(callbacks):  # in arrival order, as the service sees them
+        form = FormParams({k: [v] for k, v in callback.params.items()})
+        event = parse_callback(form, urlencode(callback.query), float(n))
+        state, history = messages.get(callback.message_sid, (None, {}))
+        recorded = apply_event(state, history, event)  # what the store decides, minus the SQL
+        if recorded.transition is None:
+            decided = Outcome.DUPLICATE
+        elif recorded.transition.out_of_order:
+            decided = Outcome.OUT_OF_ORDER
+        else:
+            decided = Outcome.ACCEPTED
+        assert decided is callback.expected, (callback.message_sid, callback.status)
+        messages[callback.message_sid] = (recorded.message, {**history, event.status: event.at})

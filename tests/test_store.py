@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import random
 import sqlite3
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +17,12 @@ import pytest
 from exporter.inputs.callback_form import FormParams, parse_callback
 from exporter.model import StatusEvent
 from exporter.store import Store, StoreUnavailable, open_store
-from exporter.store.sqlite import SQLiteStore
+from exporter.store.migrations import SchemaTooNew
+from exporter.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.support import callback_params, sid
 
 T0 = 1_790_000_000.0
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def make_event(n: int, status: str, at: float, query: str = "", **extra: str) -> StatusEvent:
@@ -241,8 +245,10 @@ def test_sqlite_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Pa
     old.close()
     with sqlite3.connect(path) as db:  # as release 1 left it: no occurred_at column
         db.execute("ALTER TABLE status_events DROP COLUMN occurred_at")
+        db.execute("CREATE INDEX messages_updated_at ON messages (updated_at)")
         db.execute("PRAGMA user_version = 1")
     upgraded = SQLiteStore(str(path))
+    assert upgraded.schema_version == SCHEMA_VERSION
     later = replace(make_event(1, "queued", T0 + 9), source="event_stream", occurred_at=T0 - 5)
     assert upgraded.record(make_event(1, "sent", T0 + 1)).duplicate
     assert upgraded.record(later).transition is not None
@@ -253,3 +259,37 @@ def test_sqlite_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Pa
         ("sent", None),
     ]
     upgraded.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(messages)")}
+    assert "messages_updated_at" not in indexes
+
+
+def test_new_sqlite_database_is_at_the_latest_schema_version(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "new.db"))
+    assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    store.close()
+    assert SQLiteStore(str(tmp_path / "new.db")).schema_version == SCHEMA_VERSION  # read back
+
+
+def test_sqlite_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SQLiteStore(str(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SQLiteStore(str(path))
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}, but this"):
+        store.record(make_event(1, "sent", T0))
+    store.close()
+
+
+def test_migrate_verb_prints_the_sqlite_schema_version(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "migrate", "--store", f"sqlite:///{tmp_path}/m.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"at schema version {SCHEMA_VERSION}" in result.stdout

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from exporter.store import StoreUnavailable
+from exporter.store.migrations import SchemaTooNew
 from exporter.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from tests.postgres_server import TEST_DATABASE, PostgresServer
 from tests.support import free_port, sid
@@ -28,7 +29,7 @@ def test_concurrent_starts_migrate_the_schema_once(postgres_url: str) -> None:
     assert {store.schema_version for store in stores} == {SCHEMA_VERSION}
     with psycopg.connect(postgres_url) as db:
         versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert versions == [(v,) for v, _ in MIGRATIONS]  # each step applied exactly once
+    assert versions == [(step.version,) for step in MIGRATIONS]  # each applied exactly once
     for store in stores:
         store.close()
 
@@ -46,6 +47,20 @@ def test_older_schema_is_upgraded_in_place_keeping_its_records(postgres_url: str
     assert upgraded.record(make_event(1, "sent", T0 + 1)).duplicate
     assert upgraded.load_checkpoint("list:x") is None  # the new tables are there
     upgraded.close()
+    assert PostgresStore(postgres_url).schema_version == SCHEMA_VERSION  # read back
+
+
+def test_database_from_a_newer_release_is_refused(postgres_url: str) -> None:
+    PostgresStore(postgres_url).close()
+    with psycopg.connect(postgres_url) as db:
+        db.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (%s, 0)",
+            (SCHEMA_VERSION + 1,),
+        )
+    store = PostgresStore(postgres_url)
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}, but this"):
+        store.record(make_event(1, "sent", T0))
+    store.close()
 
 
 def test_migrate_verb_creates_the_schema(postgres_url: str) -> None:

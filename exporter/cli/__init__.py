@@ -118,7 +118,7 @@ def run_serve(args: argparse.Namespace) -> int:
     gunicorn_args = ["-c", "python:exporter.server.gunicorn_conf", "--bind", args.bind]
     if args.workers:
         gunicorn_args += ["--workers", str(args.workers)]
-    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.web.app:get_app()"]
+    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.server.wsgi:get_app()"]
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
     return 0
 
@@ -183,10 +183,12 @@ def run_migrate(args: argparse.Namespace) -> int:
         store.check_writable()  # a store creates or upgrades its schema before any write
     except (StoreUnavailable, OSError, ValueError) as ex:
         fail(f"EXPORTER_STORE: cannot migrate {redact_url(settings.store_url)}: {ex}")
-    version = getattr(store, "schema_version", None)
+    version = store.schema_version
     store.close()
-    at = f" at schema version {version}" if version is not None else ""
-    print(f"twilio-status-exporter: store {redact_url(settings.store_url)} is up to date{at}")
+    print(
+        f"twilio-status-exporter: store {redact_url(settings.store_url)} is up to date "
+        f"at schema version {version}"
+    )
     return 0
 
 

@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import phonenumbers
-
 from exporter.simulation import (
     CallbackSender,
     Input,
@@ -31,7 +29,8 @@ from exporter.simulation import (
     summary_table,
 )
 from exporter.simulation.batching import DEFAULT_BATCH
-from exporter.simulation.model import DEFAULT_REGIONS, QUERY_FEATURES
+from exporter.simulation.lifecycles import regions_for
+from exporter.simulation.model import QUERY_FEATURES
 from exporter.simulation.report import exit_code, progress_line
 
 __all__ = ["ScheduledCallback", "add_arguments", "generate_callbacks", "run", "sign"]
@@ -237,24 +236,10 @@ def _profile(args: argparse.Namespace) -> TrafficProfile:
         invalid_signature_rate=args.invalid_signature_rate,
         initial_status_rate=args.initial_status_rate,
         query=frozenset(features),
-        regions=_regions(args.countries),
+        regions=regions_for(args.countries),
         epoch=time.time(),
         inputs=INPUTS[args.input],
     )
-
-
-def _regions(countries: str | None) -> tuple[tuple[str, float], ...]:
-    if not countries:
-        return DEFAULT_REGIONS
-    if countries.strip().lower() == "all":
-        codes = sorted(phonenumbers.SUPPORTED_REGIONS)
-        mobile = phonenumbers.PhoneNumberType.MOBILE
-        return tuple((c, 1.0) for c in codes if phonenumbers.example_number_for_type(c, mobile))
-    codes = [c.strip().upper() for c in countries.split(",") if c.strip()]
-    unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
-    if unknown or not codes:
-        raise ValueError(f"--countries: unknown ISO regions {unknown}; e.g. US,GB,IN or 'all'")
-    return tuple((c, 1.0) for c in codes)
 
 
 def _report_progress(sender: CallbackSender, done: threading.Event) -> None:

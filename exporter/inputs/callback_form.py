@@ -44,8 +44,7 @@ def parse_form(body: bytes, max_fields: int = 1000) -> FormParams:
     """Parse an application/x-www-form-urlencoded body; MalformedCallback if it is not one.
 
     Falcon's compiled parser decodes exactly as urllib's parse_qsl does (`+`, escapes, invalid
-    UTF-8 in escapes) at a thirtieth of the cost; the checks parse_qsl's strict mode made are
-    done here.
+    UTF-8 in escapes), much faster; the checks parse_qsl's strict mode made are done here.
     """
     try:
         text = body.decode("utf-8")
@@ -127,7 +126,7 @@ def country_of(address: str | None) -> str:
         return ""
     # Regions are told apart by a number's leading digits (country code, area code, operator
     # prefix) and its length, never by the subscriber's last four digits: cache on the rest,
-    # since parsing a number costs more than the rest of the callback's parsing together.
+    # since parsing a number is the dearest step of reading a callback.
     key = (number[:-4], len(number))
     region = _REGIONS.get(key)
     if region is None:

@@ -1,1 +1,2 @@
-"""Running the service: gunicorn's configuration and worker, startup checks, background sweeps."""
+"""Running the service: gunicorn's configuration and worker, the WSGI entry point, startup
+checks, background sweeps."""

@@ -30,7 +30,7 @@ _ingester: Any = None  # the master's IngesterProcess, once gunicorn is ready
 bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 worker_class = "exporter.server.gunicorn_worker.SyncWorker"
-# A callback commits in about a millisecond and Twilio gives up after 15 s: a worker silent
+# A callback commits in well under a second and Twilio gives up after 15 s: a worker silent
 # for 20 s is wedged, or held by a client trickling its request, and is replaced.
 timeout = 20
 graceful_timeout = 10

@@ -5,7 +5,6 @@ from exporter.simulation.batching import Dispatch, EventBatch, dispatches
 from exporter.simulation.expectations import expected_metrics
 from exporter.simulation.generator import generate_callbacks, generate_traffic
 from exporter.simulation.model import (
-    STATUS_RANK,
     Input,
     Outcome,
     PlannedRequest,
@@ -22,7 +21,6 @@ from exporter.simulation.streams import PUBLISHED_STATUSES, event_id
 
 __all__ = [
     "PUBLISHED_STATUSES",
-    "STATUS_RANK",
     "CallbackSender",
     "Dispatch",
     "EventBatch",

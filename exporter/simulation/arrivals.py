@@ -7,8 +7,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exporter.model import RANKS
 from exporter.simulation.lifecycles import Stage, lognormal
-from exporter.simulation.model import STATUS_RANK, Input, Outcome, TrafficProfile
+from exporter.simulation.model import Input, Outcome, TrafficProfile
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def arrival_order(arrival: Arrival) -> tuple[float, bool, bool]:
 
 
 def expected_outcomes(ordered: Sequence[Arrival]) -> list[Outcome]:
-    """What the exporter will make of each arrival, in arrival order (SPEC section 6).
+    """What the exporter will make of each arrival, in arrival order: a status ranked below
+    one already recorded is out of order, a status recorded before is a duplicate.
 
     Both inputs report into one lifecycle: whichever delivery of a status comes first is
     counted, every later one (over either input) is a duplicate."""
@@ -70,7 +72,7 @@ def expected_outcomes(ordered: Sequence[Arrival]) -> list[Outcome]:
         elif status in seen:
             outcomes.append(Outcome.DUPLICATE)
         else:
-            rank = STATUS_RANK[status]
+            rank = RANKS[status]  # the service's own ranks: its verdict is the one counted
             outcomes.append(Outcome.OUT_OF_ORDER if rank < highest else Outcome.ACCEPTED)
             seen.add(status)
             highest = max(highest, rank)

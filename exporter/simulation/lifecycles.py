@@ -10,6 +10,8 @@ from typing import TypeVar
 
 import phonenumbers
 
+from exporter.simulation.model import DEFAULT_REGIONS
+
 K = TypeVar("K")
 E164 = phonenumbers.PhoneNumberFormat.E164
 
@@ -69,6 +71,23 @@ def weighted(rng: random.Random, weights: Mapping[K, float]) -> K:
     """One key of `weights`, drawn proportionally to its weight."""
     keys = list(weights)
     return rng.choices(keys, weights=[weights[k] for k in keys])[0]
+
+
+def regions_for(countries: str | None) -> tuple[tuple[str, float], ...]:
+    """Destination regions, equally weighted, from `--countries`: ISO codes separated by
+    commas, `all` (every region phonenumbers has a mobile example for), or none (a default
+    mix)."""
+    if not countries:
+        return DEFAULT_REGIONS
+    if countries.strip().lower() == "all":
+        codes = sorted(phonenumbers.SUPPORTED_REGIONS)
+        mobile = phonenumbers.PhoneNumberType.MOBILE
+        return tuple((c, 1.0) for c in codes if phonenumbers.example_number_for_type(c, mobile))
+    codes = [c.strip().upper() for c in countries.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown or not codes:
+        raise ValueError(f"--countries: unknown ISO regions {unknown}; e.g. US,GB,IN or 'all'")
+    return tuple((c, 1.0) for c in codes)
 
 
 class NumberBook:

@@ -9,20 +9,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlencode
 
-# Twilio's outbound order (SPEC section 6); canceled ends a scheduled message before queued.
-STATUS_RANK: dict[str, int] = {
-    "accepted": 0,
-    "scheduled": 0,
-    "canceled": 1,
-    "queued": 1,
-    "sending": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "read": 5,
-}
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled", "read"})
 QUERY_FEATURES = frozenset({"traceparent", "created", "tags"})
 
 # Destination mix (ISO region, weight): several countries, US-heavy like most senders.
@@ -48,7 +34,8 @@ class Input(StrEnum):
 
 
 class Outcome(StrEnum):
-    """How the exporter should count a callback (its `outcome` label, SPEC section 7)."""
+    """How the exporter should count a callback: its `outcome` label on
+    twilio_status_callbacks_total."""
 
     ACCEPTED = "accepted"
     OUT_OF_ORDER = "out_of_order"  # accepted, and also counted as out of order

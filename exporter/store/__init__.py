@@ -58,6 +58,9 @@ class Leadership(Protocol):
 class Store(Protocol):
     """What the service needs from a backend (SQLite embedded, PostgreSQL for replicas)."""
 
+    # The database's schema version (migrations.py), known once a call reached it; 0 before.
+    schema_version: int
+
     def append(self, entry: InboxEntry) -> None:
         """Durably log a webhook request as received (one insert, one commit)."""
         ...

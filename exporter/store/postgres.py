@@ -57,6 +57,7 @@ from exporter.model import (
     StatusEvent,
 )
 from exporter.store import Leadership, SpanEncoder, StaleSpanEncoder, StoreUnavailable
+from exporter.store.migrations import Migration, latest_version, pending_steps, upgrade
 from exporter.store.postgres_reconcile import RECONCILE_SCHEMA, PostgresReconcile
 from exporter.store.records import (
     EVENT_COLUMNS,
@@ -84,7 +85,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3  # seconds; libpq's minimum is 2
 POOL_TIMEOUT = 3.0  # wait for a pooled connection; only a down server makes anyone wait
-STATEMENT_TIMEOUT_MS = 5000  # a callback's statements take milliseconds
+STATEMENT_TIMEOUT_MS = 5000  # far beyond any callback's statements: a stuck server
 # A worker killed mid-transaction must not keep a message locked for long.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30000
 # A sync worker uses one connection per request, plus the sweeper thread and a scrape.
@@ -100,9 +101,10 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
 MIGRATION_LOCK_KEY = 0x7477696C696F  # "twilio"
 INGESTER_LOCK_KEY = MIGRATION_LOCK_KEY + 1
 
-# Each migration runs once, in order, in one transaction under MIGRATION_LOCK_KEY.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
+# Each step runs once, in order, with the schema_version row that records it, all in one
+# transaction under MIGRATION_LOCK_KEY (see migrations.py).
+MIGRATIONS = (
+    Migration(
         1,
         """
 CREATE TABLE IF NOT EXISTS messages (
@@ -146,13 +148,10 @@ CREATE TABLE IF NOT EXISTS readiness (
 );
 """,
     ),
-    (2, RECONCILE_SCHEMA),
-    (
-        3,
-        # The event's own time (Event Streams); NULL: the status was reached at arrival.
-        "ALTER TABLE status_events ADD COLUMN IF NOT EXISTS occurred_at double precision",
-    ),
-    (
+    Migration(2, RECONCILE_SCHEMA),
+    # The event's own time (Event Streams); NULL: the status was reached at arrival.
+    Migration(3, "ALTER TABLE status_events ADD COLUMN IF NOT EXISTS occurred_at double precision"),
+    Migration(
         4,
         """
 -- Webhook requests as received, until the ingester applies them (and deletes them).
@@ -172,7 +171,7 @@ CREATE TABLE IF NOT EXISTS span_outbox (
 """,
     ),
 )
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 _MESSAGE_FIELDS = ", ".join(MESSAGE_COLUMNS)
 _LOCK_MESSAGE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
@@ -250,11 +249,12 @@ class PostgresStore(PostgresReconcile):
         """Bring the schema to SCHEMA_VERSION; returns the version the database is at.
 
         Safe when every worker of every replica starts at once: the steps run under one
-        advisory lock, each in the same transaction as the version row that records it."""
+        advisory lock, each in the same transaction as the version row that records it.
+        Raises SchemaTooNew for a database upgraded by a newer release."""
         try:
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                current = _schema_version(conn)
-                if current < SCHEMA_VERSION:  # the common case takes no lock
+                current = _PostgresSchema(conn).read_version()
+                if pending_steps("PostgreSQL", MIGRATIONS, current):  # most starts: no lock
                     current = _apply_migrations(conn)
         except psycopg.Error as ex:
             raise StoreUnavailable(self._problem(ex)) from ex
@@ -525,22 +525,28 @@ def _apply_migrations(conn: psycopg.Connection[Any]) -> int:
             "CREATE TABLE IF NOT EXISTS schema_version ("
             "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
         )
-        current = _schema_version(conn)  # again: another process may have just done it
-        for version, ddl in MIGRATIONS:
-            if version > current:
-                conn.execute(ddl)  # no parameters: several statements in one go
-                conn.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
-                    (version, time.time()),
-                )
-                current = version
-    return current
+        # The version is read again under the lock: another process may have just upgraded.
+        return upgrade("PostgreSQL", MIGRATIONS, _PostgresSchema(conn))
 
 
-def _schema_version(conn: psycopg.Connection[Any]) -> int:
-    """The highest migration applied, 0 for an empty database."""
-    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return 0
-    found = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(found[0]) if found else 0
+class _PostgresSchema:
+    """The schema version as PostgreSQL records it: a schema_version row per step applied,
+    written in the transaction that ran the step."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def read_version(self) -> int:
+        exists = self._conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0
+        found = self._conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+        row = found.fetchone()
+        return int(row[0]) if row else 0
+
+    def apply(self, step: Migration) -> None:
+        self._conn.execute(step.script)  # no parameters: several statements in one go
+        self._conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+            (step.version, time.time()),
+        )

@@ -26,7 +26,7 @@ from exporter.store.statements import (
 
 T = TypeVar("T")
 
-# Migration 2 of postgres.MIGRATIONS.
+# Step 2 of postgres.MIGRATIONS.
 RECONCILE_SCHEMA = """
 -- When each stuck message was last polled (so a message stuck for days is asked about once
 -- per --stuck-after, not every run), how far each listing walk got, and each run's figures.

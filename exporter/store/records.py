@@ -8,8 +8,8 @@ from typing import Any
 
 from exporter.model import EventRecord, MessageState, StatusEvent, Transition
 
-# json.dumps with options builds a new encoder on every call (a third of its cost here); this
-# one is built once, and writes exactly what json.dumps(..., separators, ensure_ascii) would.
+# json.dumps with options builds a new encoder on every call; this one is built once, and
+# writes exactly what json.dumps(..., separators, ensure_ascii) would.
 _params_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 MESSAGE_COLUMNS = (
     "message_sid",

@@ -32,6 +32,7 @@ from exporter.model import (
     StatusEvent,
 )
 from exporter.store import Leadership, SpanEncoder, StaleSpanEncoder, StoreUnavailable
+from exporter.store.migrations import Migration, upgrade
 from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
@@ -59,8 +60,12 @@ from exporter.store.statements import (
 )
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 2
-SCHEMA = """
+# Each step runs once, in order, in one transaction with the user_version that records it
+# (see migrations.py). Step 1 is the schema as the first release created it.
+MIGRATIONS = (
+    Migration(
+        1,
+        """
 CREATE TABLE IF NOT EXISTS messages (
     message_sid TEXT PRIMARY KEY,
     status TEXT NOT NULL,              -- current status: never moves backwards
@@ -82,8 +87,6 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 -- Small (only in-flight rows): serves the in-flight gauge and the stale sweep.
 CREATE INDEX IF NOT EXISTS messages_in_flight ON messages (updated_at, status) WHERE in_flight = 1;
--- Retired: every write had to maintain it, for the purge alone (which now scans by rowid).
-DROP INDEX IF EXISTS messages_updated_at;
 CREATE TABLE IF NOT EXISTS status_events (
     id INTEGER PRIMARY KEY,
     message_sid TEXT NOT NULL,
@@ -93,29 +96,20 @@ CREATE TABLE IF NOT EXISTS status_events (
     out_of_order INTEGER NOT NULL,
     error_code TEXT,
     reported_at REAL,                  -- carrier's RawDlrDoneDate, read as UTC
-    occurred_at REAL,                  -- the event's own time (Event Streams); NULL: arrival
     params TEXT NOT NULL,              -- every posted parameter, JSON
     query TEXT NOT NULL,               -- the callback URL's query string as received
     UNIQUE (message_sid, status)
 );
--- Webhook requests as received, until the ingester applies them (and deletes them).
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY,
-    source TEXT NOT NULL,              -- callback | event_stream
-    received_at REAL NOT NULL,
-    body BLOB NOT NULL,                -- exactly as posted
-    query TEXT NOT NULL
-);
--- Spans of applied events, until they are exported (and deleted).
-CREATE TABLE IF NOT EXISTS span_outbox (
-    id INTEGER PRIMARY KEY,
-    queued_at REAL NOT NULL,
-    span TEXT NOT NULL                 -- JSON, see telemetry/tracing/outbox.py
-);
 CREATE TABLE IF NOT EXISTS readiness (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL);
--- Reconciliation with Twilio's REST API (`reconcile`): when each stuck message was last
--- polled (so a message stuck for days is asked about once per --stuck-after, not every run),
--- how far each listing walk got, and each run's figures (read by /metrics at scrape time).
+""",
+    ),
+    Migration(
+        2,
+        # Reconciliation with Twilio's REST API (`reconcile`): when each stuck message was
+        # last polled (so a message stuck for days is asked about once per --stuck-after, not
+        # every run), how far each listing walk got, and each run's figures (read by /metrics
+        # at scrape time). Some databases at version 1 already have these tables.
+        """
 CREATE TABLE IF NOT EXISTS reconcile_polls (
     message_sid TEXT PRIMARY KEY,
     polled_at REAL NOT NULL
@@ -138,7 +132,32 @@ CREATE TABLE IF NOT EXISTS reconcile_runs (
     not_found INTEGER NOT NULL,
     errors INTEGER NOT NULL
 );
-"""
+-- The event's own time (Event Streams); NULL: the status was reached at arrival.
+ALTER TABLE status_events ADD COLUMN occurred_at REAL;
+""",
+    ),
+    # Every write had to maintain this index, for the purge alone (which now walks by rowid).
+    Migration(3, "DROP INDEX IF EXISTS messages_updated_at;"),
+    Migration(
+        4,
+        """
+-- Webhook requests as received, until the ingester applies them (and deletes them).
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,              -- callback | event_stream
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL,                -- exactly as posted
+    query TEXT NOT NULL
+);
+-- Spans of applied events, until they are exported (and deleted).
+CREATE TABLE IF NOT EXISTS span_outbox (
+    id INTEGER PRIMARY KEY,
+    queued_at REAL NOT NULL,
+    span TEXT NOT NULL                 -- JSON, see telemetry/tracing/outbox.py
+);
+""",
+    ),
+)
 _SELECT_MESSAGES = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
 _SELECT_MESSAGE = f"{_SELECT_MESSAGES} WHERE message_sid = ?"
 _SELECT_MESSAGE_WITH_HISTORY = (
@@ -195,10 +214,10 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._writable_checked_at = 0.0
-        self._schema_ready = False
+        self.schema_version = 0  # known once the schema was checked, by the first write
         try:
             with self._write():
-                pass  # creates the schema
+                pass  # creates or upgrades the schema
         except StoreUnavailable as ex:
             # A worker (re)started during an outage must still boot and answer 503s; the
             # schema is created by the first write that succeeds.
@@ -455,9 +474,8 @@ class SQLiteStore:
                 conn = self._connection()
             fcntl.flock(self._local.lock_fd, fcntl.LOCK_EX)
             try:
-                if not self._schema_ready:
-                    _create_schema(conn)
-                    self._schema_ready = True
+                if not self.schema_version:
+                    self.schema_version = _upgrade_schema(conn)
                 yield conn
             finally:
                 fcntl.flock(self._local.lock_fd, fcntl.LOCK_UN)
@@ -547,16 +565,31 @@ def _purge_candidates(
     return sids
 
 
-# Columns added after a database was first created: (table, column, declaration).
-_ADDED_COLUMNS = (("status_events", "occurred_at", "REAL"),)
+class _SQLiteSchema:
+    """The schema version as SQLite records it: the database header's user_version, which a
+    transaction changes atomically with the tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def read_version(self) -> int:
+        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def apply(self, step: Migration) -> None:
+        # One script, one transaction: executescript commits before it runs, so the step
+        # cannot join a transaction opened by an execute() call.
+        try:
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{step.script}\n;PRAGMA user_version = {step.version};\nCOMMIT;"
+            )
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, or bring a database made by an earlier version up to date. Runs
-    under the write flock, so the workers starting together never race each other here."""
-    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
-    for table, column, declaration in _ADDED_COLUMNS:
-        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in present:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+def _upgrade_schema(conn: sqlite3.Connection) -> int:
+    """Create the tables, or bring a database made by an earlier release up to date; returns
+    the schema version. Runs under the write flock: workers starting together never race."""
+    return upgrade("SQLite", MIGRATIONS, _SQLiteSchema(conn))

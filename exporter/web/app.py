@@ -1,5 +1,5 @@
-"""Assembles the Falcon app from its collaborators; `get_app` is the only place that reads the
-environment (gunicorn calls it in each worker, after the fork)."""
+"""Assembles the Falcon app from its collaborators (exporter.server.wsgi builds them from the
+environment)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from prometheus_client.registry import Collector
 from exporter.ingest.intake import Intake
 from exporter.ingest.outcomes import Outcomes
 from exporter.settings import Settings
-from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
-from exporter.telemetry import multiprocess_values
+from exporter.store import ReconcileStore, Store, StoreUnavailable
 from exporter.telemetry.metrics import (
     BacklogCollector,
     InFlightCollector,
@@ -64,24 +63,6 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
     return app
-
-
-def get_app() -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the app from the environment (gunicorn: `exporter.web.app:get_app()`)."""
-    settings = Settings.from_env()
-    # Already done by gunicorn_conf under `serve`; here for any other server that sets
-    # PROMETHEUS_MULTIPROC_DIR. Before the first metric is created.
-    multiprocess_values.install()
-    store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
-    registry = CollectorRegistry()
-    metrics = Metrics(
-        registry,
-        settings.metric_tags,
-        settings.metric_tag_values_max,
-        signature_validation=not settings.insecure_skip_signature,
-    )
-    telemetry = Telemetry(registry, metrics, multiprocess=MULTIPROC_ENV in os.environ)
-    return create_app(settings, store, telemetry)
 
 
 class MetricsResource:

@@ -117,4 +117,4 @@ def test_unsigned_flood_is_refused_cheaply_and_records_nothing(service: Service)
     assert set(codes) == {403}
     assert stored_events(service) == 0
     assert 'outcome="invalid_signature"} 1500.0' in service.metrics_text()
-    assert elapsed < 60  # generous: well over 100/s even on a loaded 2-core CI machine
+    assert elapsed < 60  # generous: catches a service that stalls, not one that is slow
