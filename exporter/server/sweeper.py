@@ -74,8 +74,8 @@ class Sweeper:
             try:
                 self.run_once()
             except StoreUnavailable as ex:
-                self._metrics.store_errors.labels("sweep").inc()
+                self._metrics.store_errors("sweep").inc()
                 log.warning("stale sweep skipped, store unavailable: %s", ex)
             except Exception:
-                self._metrics.store_errors.labels("sweep").inc()
+                self._metrics.store_errors("sweep").inc()
                 log.exception("stale sweep failed")

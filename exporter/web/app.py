@@ -89,7 +89,7 @@ class MetricsResource:
 
     def __init__(self, store: Store, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
-        on_error = telemetry.metrics.store_errors.labels("read").inc
+        on_error = telemetry.metrics.store_errors("read").inc
         # Figures that live in the store (shared by workers, replicas and reconcile runs).
         self._store_collectors: list[Collector] = [
             InFlightCollector(lambda: dict(store.in_flight_counts()), on_error)

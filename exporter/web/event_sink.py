@@ -94,10 +94,10 @@ class EventStreamResource(WebhookResource):
             "failed": failed,
         }
         if failed and len(failed) == len(items):
-            self._metrics.stream_request_outcomes["malformed"].inc()
+            self._metrics.stream_requests("malformed").inc()
             resp.status = falcon.HTTP_400
         else:
-            self._metrics.stream_request_outcomes["accepted"].inc()
+            self._metrics.stream_requests("accepted").inc()
             resp.status = falcon.HTTP_200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps(answer, separators=(",", ":")).encode()
@@ -111,7 +111,7 @@ class EventStreamResource(WebhookResource):
         except StoreUnavailable as ex:
             log.error("Event Streams delivery not recorded, answering 503: %s", ex)
             self._count_errors([item for item, _ in usable])
-            self._metrics.store_errors.labels("record").inc()
+            self._metrics.store_errors("record").inc()
             raise store_unavailable("delivery") from None
         except Exception:
             log.exception("Event Streams delivery not recorded: unexpected error")
@@ -129,13 +129,13 @@ class EventStreamResource(WebhookResource):
             else:
                 outcome = "ignored" if item.ignored else "malformed"
             outcomes[outcome] += 1
-            self._metrics.stream_events.labels(item.type_label, outcome).inc()
+            self._metrics.stream_events(item.type_label, outcome).inc()
         return outcomes
 
     def _count_errors(self, items: list[StreamItem]) -> None:
         for item in items:
-            self._metrics.stream_events.labels(item.type_label, "error").inc()
-        self._metrics.stream_request_outcomes["error"].inc()
+            self._metrics.stream_events(item.type_label, "error").inc()
+        self._metrics.stream_requests("error").inc()
 
     def _authenticate(self, req: falcon.Request, body: bytes) -> None:
         """Basic credentials when the sink URL carries them (configured), and Twilio's
@@ -143,7 +143,7 @@ class EventStreamResource(WebhookResource):
         authorization = req.get_header("Authorization")
         user_info = self._basic_user_info(authorization)
         if self._credentials and user_info is None:
-            self._metrics.stream_request_outcomes["invalid_signature"].inc()
+            self._metrics.stream_requests("invalid_signature").inc()
             raise falcon.HTTPUnauthorized(
                 title="Invalid credentials",
                 description="The sink URL's user name and password are missing or wrong.",
@@ -163,7 +163,7 @@ class EventStreamResource(WebhookResource):
         log.info(
             "invalid Twilio signature on Event Streams delivery to %s from %s", url, req.remote_addr
         )
-        self._metrics.stream_request_outcomes["invalid_signature"].inc()
+        self._metrics.stream_requests("invalid_signature").inc()
         raise falcon.HTTPForbidden(
             title="Invalid signature",
             description=f"{SIGNATURE_HEADER} is missing or does not match this request "
@@ -187,7 +187,7 @@ class EventStreamResource(WebhookResource):
         return None
 
     def _reject(self, error: Callable[..., falcon.HTTPError], description: str) -> falcon.HTTPError:
-        self._metrics.stream_request_outcomes["malformed"].inc()
+        self._metrics.stream_requests("malformed").inc()
         return error(title="Malformed Event Streams delivery", description=description)
 
 

@@ -62,12 +62,12 @@ class StatusCallbackResource(WebhookResource):
             self._ingestor.ingest(event)
         except StoreUnavailable as ex:
             log.error("callback for %s not recorded, answering 503: %s", event.message_sid, ex)
-            self._metrics.callbacks["error"].inc()
-            self._metrics.store_errors.labels("record").inc()
+            self._metrics.callbacks("error").inc()
+            self._metrics.store_errors("record").inc()
             raise store_unavailable("callback") from None
         except Exception:
             log.exception("callback for %s not recorded: unexpected error", event.message_sid)
-            self._metrics.callbacks["error"].inc()
+            self._metrics.callbacks("error").inc()
             raise falcon.HTTPInternalServerError(
                 title="Internal error",
                 description="The callback was not recorded; retry later.",
@@ -85,12 +85,12 @@ class StatusCallbackResource(WebhookResource):
         return False
 
     def _forbidden(self) -> falcon.HTTPError:
-        self._metrics.callbacks["invalid_signature"].inc()
+        self._metrics.callbacks("invalid_signature").inc()
         return falcon.HTTPForbidden(
             title="Invalid signature",
             description=f"{SIGNATURE_HEADER} is missing or does not match this request.",
         )
 
     def _reject(self, error: Callable[..., falcon.HTTPError], description: str) -> falcon.HTTPError:
-        self._metrics.callbacks["malformed"].inc()
+        self._metrics.callbacks("malformed").inc()
         return error(title="Malformed callback", description=description)
