@@ -115,7 +115,8 @@ SCRAPE_WORKER = textwrap.dedent(
 
 
 def scrape(rounds: int, directory: str, workers: int, countries: int) -> dict[str, float]:
-    from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
+    """The library's multiprocess scrape (the exporter's own merge was removed: see
+    bench/results/20261202-library-hooks.md for what it saved)."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -123,23 +124,16 @@ def scrape(rounds: int, directory: str, workers: int, countries: int) -> dict[st
     for _ in range(workers):
         subprocess.run([sys.executable, "-c", SCRAPE_WORKER, str(countries)], env=env, check=True)
 
-    def scraper(collector: object) -> Callable[[], bytes]:
-        def scrape_once() -> bytes:
-            registry = CollectorRegistry()
-            registry.register(collector)  # type: ignore[arg-type]
-            return generate_latest(registry)
+    def collect() -> object:
+        return list(MultiProcessCollector(None, path=directory).collect())  # type: ignore[no-untyped-call]
 
-        return scrape_once
+    def scrape_once() -> bytes:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
-    library = scraper(MultiProcessCollector(None, path=directory))  # type: ignore[no-untyped-call]
-    ours = scraper(MergedFilesCollector(directory))
-    lines = len(library().splitlines()) - 2 * 2  # HELP and TYPE of two metrics
-    assert sorted(library().splitlines()) == sorted(ours().splitlines())
-    result = interleaved(
-        {"library MultiProcessCollector (ms)": library, "MergedFilesCollector (ms)": ours},
-        3,
-        rounds,
-    )
+    lines = len(scrape_once().splitlines()) - 2 * 2  # HELP and TYPE of two metrics
+    result = interleaved({"merge (ms)": collect, "merge + exposition (ms)": scrape_once}, 3, rounds)
     return {"series per worker": lines, **{k: v / 1000 for k, v in result.items()}}
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import falcon
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter.ingest import Ingestor
@@ -18,7 +19,6 @@ from exporter.settings import Settings
 from exporter.store import ReconcileStore, Store, StoreUnavailable, open_store
 from exporter.telemetry import multiprocess_values
 from exporter.telemetry.metrics import InFlightCollector, Metrics, ReconcileCollector
-from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
 from exporter.telemetry.tracing import MessageTracer, tracer_from_env
 from exporter.web.event_sink import EventStreamResource
 from exporter.web.signature import SignatureChecker
@@ -97,8 +97,7 @@ class MetricsResource:
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
         if telemetry.multiprocess:
-            # Kept for the life of the worker: it caches the files' parsed series keys.
-            self._worker_files = MergedFilesCollector(os.environ[MULTIPROC_ENV])
+            self._worker_files = os.environ[MULTIPROC_ENV]
         else:
             for collector in self._store_collectors:
                 telemetry.registry.register(collector)
@@ -113,7 +112,7 @@ class MetricsResource:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
-        registry.register(self._worker_files)
+        MultiProcessCollector(registry, self._worker_files)  # type: ignore[no-untyped-call]
         for collector in self._store_collectors:
             registry.register(collector)
         return registry
