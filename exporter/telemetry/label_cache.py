@@ -16,6 +16,8 @@ from prometheus_client.metrics import MetricWrapperBase
 M = TypeVar("M", bound=MetricWrapperBase)
 
 
+# Kept because labels() costs several times a dict lookup on each of a callback's updates;
+# tests/test_label_cache.py fails if the library stops keeping one child per label values.
 class LabelCache(Generic[M]):
     """`cache(*values)` is `metric.labels(*values)`, cached. Values must be strings (as the
     library would make them): `labels(1)` and `labels("1")` are one child, but two keys here.
