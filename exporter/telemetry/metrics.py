@@ -27,8 +27,8 @@ LIFECYCLE_BUCKETS = (
 # has minute precision (truncated), so lags under a minute blur; event streams report exact
 # times, hence the sub-second buckets.
 LAG_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-# The handler commits to disk before answering: sub-millisecond normally, and Twilio's 15 s
-# timeout is the top of the range that matters.
+# The handler commits to disk before answering, so the buckets start well under a millisecond;
+# Twilio's 15 s timeout is the top of the range that matters.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
 
 OUTCOMES = ("accepted", "duplicate", "invalid_signature", "malformed", "error")

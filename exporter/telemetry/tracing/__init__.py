@@ -1,6 +1,6 @@
 """Message traces: the interface the web layer calls, and its set-up from the OTEL_* variables.
 
-One trace per message (SPEC section 8): a root span `twilio.message` from creation (or first
+One trace per message: a root span `twilio.message` from creation (or first
 sight) to the final status, and a child span per stage. Ids are derived from the MessageSid,
 so no coordination is needed between workers or replicas, and a retried callback (which the
 store reports as a duplicate) never makes a second span.
@@ -102,11 +102,13 @@ def service_resource() -> Resource:
     return HashedResource(detected.merge(Resource(defaults)) if defaults else detected)
 
 
+# Kept because the OTLP encoders hash every exported span's resource, and the SDK's hash
+# serialises all its attributes each time; tests/test_hashed_resource.py fails if that changes.
 class HashedResource(Resource):
     """A Resource that computes its hash once. The OTLP encoders group every exported span by
-    its resource, and Resource.__hash__ serialises all the attributes to JSON each time: about
-    4 us a span, in the export thread, holding the GIL the request threads wait for. A
-    resource's attributes are immutable, so the hash never changes."""
+    its resource, and Resource.__hash__ serialises all the attributes to JSON each time, in
+    the export thread, holding the GIL the request threads wait for. A resource's attributes
+    are immutable, so the hash never changes."""
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource.attributes, resource.schema_url)

@@ -43,7 +43,8 @@ Attributes = dict[str, AttributeValue]
 
 
 def trace_id_for(message_sid: str) -> int:
-    """First 16 bytes of SHA-256("twilio.message:" + MessageSid) (SPEC section 8)."""
+    """First 16 bytes of SHA-256("twilio.message:" + MessageSid): every worker and replica
+    derives the same trace id, with no coordination."""
     digest = hashlib.sha256(b"twilio.message:" + message_sid.encode()).digest()
     return int.from_bytes(digest[:16], "big")
 
@@ -157,8 +158,8 @@ class MessageSpans:
         self, event: StatusEvent, message: MessageState, transition: Transition, trace: _Trace
     ) -> ReadableSpan:
         # Stage spans carry what differs per stage, plus what queries slice stages by; the rest
-        # of the message's context is on the root. Every attribute costs a few microseconds of
-        # OTLP encoding in the export thread, under the GIL the request threads need.
+        # of the message's context is on the root. Every attribute adds OTLP encoding work in the
+        # export thread, under the GIL the request threads need.
         attributes: Attributes = {
             "messaging.system": "twilio",
             "messaging.message.id": message.message_sid,
