@@ -35,7 +35,7 @@ def interleaved(variants: Variants, number: int, rounds: int) -> dict[str, float
 
 VALUE_UPDATES = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     sys.path.insert(0, sys.argv[2])
     from bench.library_hooks import interleaved
     from prometheus_client import CollectorRegistry, Counter, Histogram, values
@@ -45,12 +45,12 @@ VALUE_UPDATES = textwrap.dedent(
         "library (os.getpid per update)": values.MultiProcessValue(),
         "cached pid": values.MultiProcessValue(process_identifier=multiprocess_values.cached_pid),
     }
-    variants = {}
+    variants = {"os.getpid()": os.getpid, "cached_pid()": multiprocess_values.cached_pid}
     for name, value_class in classes.items():
         values.ValueClass = value_class
         registry = CollectorRegistry()
-        counter = Counter("c_" + str(len(variants)), "C.", ["s"], registry=registry).labels("a")
-        histogram = Histogram("h_" + str(len(variants)), "H.", ["s"], registry=registry).labels("a")
+        counter = Counter("c" + str(len(variants)), "C.", ["s"], registry=registry).labels("a")
+        histogram = Histogram("h" + str(len(variants)), "H.", ["s"], registry=registry).labels("a")
         variants[name + ": counter.inc"] = counter.inc
         variants[name + ": histogram.observe"] = lambda h=histogram: h.observe(0.3)
     print(json.dumps(interleaved(variants, 50_000, int(sys.argv[1]))))
@@ -73,26 +73,46 @@ def value_updates(rounds: int, directory: str) -> dict[str, float]:
 
 
 def label_lookup(rounds: int) -> dict[str, float]:
+    """One lookup with four labels, and the five lookups Metrics.record_outcome makes for a
+    new status (outcome; status, channel, error_code, country; from, to, channel; status,
+    channel; status)."""
     from prometheus_client import CollectorRegistry, Counter
 
     from exporter.telemetry.label_cache import LabelCache
 
-    counter = Counter(
-        "statuses",
-        "S.",
-        ["status", "channel", "error_code", "country"],
-        registry=CollectorRegistry(),
-    )
-    cache = LabelCache(counter)
-    prebound = {("delivered", "sms", "", "US"): counter.labels("delivered", "sms", "", "US")}
-    key = ("delivered", "sms", "", "US")
+    registry = CollectorRegistry()
+    per_callback = [
+        (Counter("_".join(names), "M.", names, registry=registry), key)
+        for names, key in [
+            (["outcome"], ("accepted",)),
+            (["status", "channel", "error_code", "country"], ("delivered", "sms", "", "US")),
+            (["from_status", "to_status", "channel"], ("sent", "delivered", "sms")),
+            (["status", "channel"], ("delivered", "sms")),
+            (["lag_status"], ("delivered",)),
+        ]
+    ]
+    caches = [(LabelCache(metric), key) for metric, key in per_callback]
+    counter, key = per_callback[1]
+    cache = caches[1][0]
+    prebound = {key: counter.labels(*key)}
+
+    def labels_per_callback() -> None:
+        for metric, values in per_callback:
+            metric.labels(*values)
+
+    def cached_per_callback() -> None:
+        for cached, values in caches:
+            cached(*values)
+
     return interleaved(
         {
             "metric.labels(4 values)": lambda: counter.labels(*key),
             "LabelCache(4 values)": lambda: cache(*key),
             "dict of pre-bound children": lambda: prebound[key],
+            "per callback, labels()": labels_per_callback,
+            "per callback, LabelCache": cached_per_callback,
         },
-        200_000,
+        100_000,
         rounds,
     )
 
