@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace, credentials: Credentials, every: float | No
         if args.metrics_port is not None:
             from prometheus_client import start_http_server
 
-            on_error = metrics.store_errors.labels("read").inc
+            on_error = metrics.store_errors("read").inc
             registry.register(ReconcileCollector(store.reconcile_totals, on_error))
             start_http_server(args.metrics_port, registry=registry)
         _loop(args, store, applier, api, every)

@@ -91,7 +91,7 @@ class IngesterLoop:
                         self._sweeper.run_once()
                         next_sweep = time.monotonic() + self._sweep_interval
                 except StoreUnavailable as ex:
-                    self._metrics.store_errors.labels("ingest").inc()
+                    self._metrics.store_errors("ingest").inc()
                     log.warning("ingester paused, store unavailable: %s", ex)
                     self._stop.wait(STORE_RETRY)
                     continue

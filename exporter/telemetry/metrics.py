@@ -28,8 +28,8 @@ LIFECYCLE_BUCKETS = (
 # has minute precision (truncated), so lags under a minute blur; event streams report exact
 # times, hence the sub-second buckets.
 LAG_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-# The handler commits to disk before answering: sub-millisecond normally, and Twilio's 15 s
-# timeout is the top of the range that matters.
+# The handler commits to disk before answering, so the buckets start well under a millisecond;
+# Twilio's 15 s timeout is the top of the range that matters.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15)
 
 # The ingester applies within a second normally; minutes mean it is down or overwhelmed,
@@ -51,50 +51,69 @@ class Metrics:
     ) -> None:
         self.metric_tags = tuple(metric_tags)
         self._tag_values = BoundedValues(tag_values_max)
-        callbacks = Counter(
-            "twilio_status_callbacks_total",
-            "Status callback requests by outcome: accepted (new status, including out of "
-            "order), duplicate (status already recorded), invalid_signature (403), malformed "
-            "(400/413/415), error (store unavailable, 503).",
-            ["outcome"],
-            registry=registry,
+        # Every labelled metric is reached through its LabelCache, the one place its children
+        # are kept: no labels() checks and lock per update on the request path.
+        self.callbacks = LabelCache(
+            Counter(
+                "twilio_status_callbacks_total",
+                "Status callback requests by outcome: accepted (new status, including out of "
+                "order), duplicate (status already recorded), invalid_signature (403), malformed "
+                "(400/413/415), error (store unavailable, 503).",
+                ["outcome"],
+                registry=registry,
+            ),
+            known=[(outcome,) for outcome in OUTCOMES],
         )
-        # Pre-bound children: label lookup is the costly part of an increment.
-        self.callbacks = {outcome: callbacks.labels(outcome) for outcome in OUTCOMES}
-        self.out_of_order = Counter(
-            "twilio_status_callbacks_out_of_order_total",
-            "Callbacks whose status ranks below the message's current status (recorded, "
-            "counted, but the current status does not move back).",
-            ["status"],
-            registry=registry,
+        self.out_of_order = LabelCache(
+            Counter(
+                "twilio_status_callbacks_out_of_order_total",
+                "Callbacks whose status ranks below the message's current status (recorded, "
+                "counted, but the current status does not move back).",
+                ["status"],
+                registry=registry,
+            )
         )
-        self.message_status = Counter(
-            "twilio_message_status_total",
-            "Messages reaching each status, each (message, status) counted once.",
-            ["status", "channel", "error_code", "country", *(f"tag_{t}" for t in self.metric_tags)],
-            registry=registry,
+        self.message_status = LabelCache(
+            Counter(
+                "twilio_message_status_total",
+                "Messages reaching each status, each (message, status) counted once.",
+                [
+                    "status",
+                    "channel",
+                    "error_code",
+                    "country",
+                    *(f"tag_{t}" for t in self.metric_tags),
+                ],
+                registry=registry,
+            )
         )
-        self.stage_duration = Histogram(
-            "twilio_message_stage_duration_seconds",
-            "Time between a message's consecutive recorded stages.",
-            ["from_status", "to_status", "channel"],
-            buckets=LIFECYCLE_BUCKETS,
-            registry=registry,
+        self.stage_duration = LabelCache(
+            Histogram(
+                "twilio_message_stage_duration_seconds",
+                "Time between a message's consecutive recorded stages.",
+                ["from_status", "to_status", "channel"],
+                buckets=LIFECYCLE_BUCKETS,
+                registry=registry,
+            )
         )
-        self.time_to_status = Histogram(
-            "twilio_message_time_to_status_seconds",
-            "Time from the message's creation (or first sight) to reaching a status.",
-            ["status", "channel"],
-            buckets=LIFECYCLE_BUCKETS,
-            registry=registry,
+        self.time_to_status = LabelCache(
+            Histogram(
+                "twilio_message_time_to_status_seconds",
+                "Time from the message's creation (or first sight) to reaching a status.",
+                ["status", "channel"],
+                buckets=LIFECYCLE_BUCKETS,
+                registry=registry,
+            )
         )
-        self.callback_lag = Histogram(
-            "twilio_callback_lag_seconds",
-            "Callback (or Event Streams event) arrival minus the event time Twilio reports: "
-            "the event's own timestamp, else RawDlrDoneDate (read as UTC, minute precision).",
-            ["status"],
-            buckets=LAG_BUCKETS,
-            registry=registry,
+        self.callback_lag = LabelCache(
+            Histogram(
+                "twilio_callback_lag_seconds",
+                "Callback (or Event Streams event) arrival minus the event time Twilio reports: "
+                "the event's own timestamp, else RawDlrDoneDate (read as UTC, minute precision).",
+                ["status"],
+                buckets=LAG_BUCKETS,
+                registry=registry,
+            )
         )
         self.request_duration = Histogram(
             "twilio_status_callback_request_duration_seconds",
@@ -102,37 +121,43 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
-        self.stream_requests = Counter(
-            "twilio_stream_requests_total",
-            "Event Streams webhook requests by outcome: accepted (2xx, each event counted in "
-            "twilio_stream_events_total), invalid_signature (401/403), malformed (400/413/415), "
-            "error (store unavailable, 503).",
-            ["outcome"],
-            registry=registry,
+        self.stream_requests = LabelCache(
+            Counter(
+                "twilio_stream_requests_total",
+                "Event Streams webhook requests by outcome: accepted (2xx, each event counted in "
+                "twilio_stream_events_total), invalid_signature (401/403), malformed "
+                "(400/413/415), error (store unavailable, 503).",
+                ["outcome"],
+                registry=registry,
+            ),
+            known=[(outcome,) for outcome in OUTCOMES if outcome != "duplicate"],
         )
-        self.stream_request_outcomes = {
-            o: self.stream_requests.labels(o) for o in OUTCOMES if o != "duplicate"
-        }
-        self.stream_events = Counter(
-            "twilio_stream_events_total",
-            "Event Streams events by type and outcome: accepted (new status), duplicate (status "
-            "already recorded, by either input), ignored (not a message status event), "
-            "malformed (unusable; the rest of its batch still counts), error (store "
-            "unavailable: the request is answered 503 and Twilio retries it).",
-            ["type", "outcome"],
-            registry=registry,
+        self.stream_events = LabelCache(
+            Counter(
+                "twilio_stream_events_total",
+                "Event Streams events by type and outcome: accepted (new status), duplicate "
+                "(status already recorded, by either input), ignored (not a message status "
+                "event), malformed (unusable; the rest of its batch still counts), error (store "
+                "unavailable: the request is answered 503 and Twilio retries it).",
+                ["type", "outcome"],
+                registry=registry,
+            )
         )
-        self.stale = Counter(
-            "twilio_messages_stale_total",
-            "Messages that stayed non-final past the stale limit, by the last status seen.",
-            ["status"],
-            registry=registry,
+        self.stale = LabelCache(
+            Counter(
+                "twilio_messages_stale_total",
+                "Messages that stayed non-final past the stale limit, by the last status seen.",
+                ["status"],
+                registry=registry,
+            )
         )
-        self.store_errors = Counter(
-            "twilio_exporter_store_errors_total",
-            "Store operations that failed (record: callback answered 503).",
-            ["operation"],
-            registry=registry,
+        self.store_errors = LabelCache(
+            Counter(
+                "twilio_exporter_store_errors_total",
+                "Store operations that failed (record: callback answered 503).",
+                ["operation"],
+                registry=registry,
+            )
         )
         self.spans_dropped = Counter(
             "twilio_exporter_spans_dropped_total",
@@ -184,12 +209,6 @@ class Metrics:
             registry=registry,
             multiprocess_mode="min",
         ).set(1 if signature_validation else 0)
-        # The children every recorded event updates, found without labels()' checks and lock.
-        self._out_of_order = LabelCache(self.out_of_order)
-        self._message_status = LabelCache(self.message_status)
-        self._stage_duration = LabelCache(self.stage_duration)
-        self._time_to_status = LabelCache(self.time_to_status)
-        self._callback_lag = LabelCache(self.callback_lag)
 
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
         """The per-status metrics of one recorded event (a duplicate moves none of them)."""
@@ -199,27 +218,27 @@ class Metrics:
         status = event.status_label
         channel = recorded.message.channel
         if transition.out_of_order:
-            self._out_of_order(status).inc()
-        self._message_status(
+            self.out_of_order(status).inc()
+        self.message_status(
             status, channel, event.error_code_label, event.country, *self._tags(recorded.message)
         ).inc()
         if transition.from_status is not None:
-            self._stage_duration(
+            self.stage_duration(
                 model.status_label(transition.from_status), status, channel
             ).observe(max(0.0, transition.at - transition.started_at))
         # Without a creation time, a message's first status is its first sight: its
         # time-to-status would be a meaningless zero, so it is not observed.
         if recorded.message.created_at is not None or not transition.first_sight:
-            self._time_to_status(status, channel).observe(
+            self.time_to_status(status, channel).observe(
                 max(0.0, transition.at - recorded.message.origin)
             )
         reference = event.lag_reference
         if reference is not None:
             # Clock skew can put arrival a little before Twilio's time: clamp at zero.
-            self._callback_lag(status).observe(max(0.0, event.received_at - reference))
+            self.callback_lag(status).observe(max(0.0, event.received_at - reference))
 
     def record_stale(self, message: MessageState) -> None:
-        self.stale.labels(model.status_label(message.status)).inc()
+        self.stale(model.status_label(message.status)).inc()
 
     def _tags(self, message: MessageState) -> list[str]:
         return [self._tag_values.label(t, message.tags.get(t, "")) for t in self.metric_tags]

@@ -3,9 +3,10 @@
 In multiprocess mode every inc(), set() and observe() first asks the value class's process
 identifier (os.getpid by default) whether the process changed: a metric created before a fork
 must write to the child's own file, never the parent's. Since glibc 2.25 getpid() is a real
-system call, and it was the costliest single function of a worker under load. Here the
-identifier is a pid kept in this module and refreshed by an at-fork hook in every child, so
-the library notices a fork exactly as before, for the price of a Python call.
+system call, and a callback makes several updates. Here the identifier, passed through the
+library's own extension point (MultiProcessValue's `process_identifier`), is a pid kept in this
+module and refreshed by an at-fork hook in every child, so the library notices a fork exactly
+as before, for the price of a Python call.
 
 `install()` must run before the first metric is created: each metric binds its value class
 when it is constructed.
@@ -35,6 +36,8 @@ def cached_pid() -> int:
     return _pid
 
 
+# Kept because it saves a getpid() system call on every value update; the tests fail when the
+# library stops asking the identifier per update, or drops the extension point.
 def install() -> bool:
     """Make prometheus-client's multiprocess values use `cached_pid`. A no-op (False) unless
     the library chose multiprocess mode when imported (PROMETHEUS_MULTIPROC_DIR was set):

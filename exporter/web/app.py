@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import falcon
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter.ingest.intake import Intake
@@ -23,7 +24,6 @@ from exporter.telemetry.metrics import (
     Metrics,
     ReconcileCollector,
 )
-from exporter.telemetry.multiprocess_scrape import MergedFilesCollector
 from exporter.web.event_sink import EventStreamResource
 from exporter.web.signature import SignatureChecker
 from exporter.web.status_callback import StatusCallbackResource
@@ -70,7 +70,7 @@ class MetricsResource:
 
     def __init__(self, store: Store, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
-        on_error = telemetry.metrics.store_errors.labels("read").inc
+        on_error = telemetry.metrics.store_errors("read").inc
         # Figures that live in the store (shared by workers, replicas and reconcile runs).
         self._store_collectors: list[Collector] = [
             InFlightCollector(lambda: dict(store.in_flight_counts()), on_error),
@@ -79,8 +79,7 @@ class MetricsResource:
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
         if telemetry.multiprocess:
-            # Kept for the life of the worker: it caches the files' parsed series keys.
-            self._worker_files = MergedFilesCollector(os.environ[MULTIPROC_ENV])
+            self._worker_files = os.environ[MULTIPROC_ENV]
         else:
             for collector in self._store_collectors:
                 telemetry.registry.register(collector)
@@ -95,7 +94,7 @@ class MetricsResource:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
-        registry.register(self._worker_files)
+        MultiProcessCollector(registry, self._worker_files)  # type: ignore[no-untyped-call]
         for collector in self._store_collectors:
             registry.register(collector)
         return registry

@@ -68,11 +68,13 @@ def service_resource() -> Resource:
     return HashedResource(detected.merge(Resource(defaults)) if defaults else detected)
 
 
+# Kept because the OTLP encoders hash every exported span's resource, and the SDK's hash
+# serialises all its attributes each time; tests/test_hashed_resource.py fails if that changes.
 class HashedResource(Resource):
     """A Resource that computes its hash once. The OTLP encoders group every exported span by
-    its resource, and Resource.__hash__ serialises all the attributes to JSON each time: about
-    4 us a span, in the export thread, holding the GIL the request threads wait for. A
-    resource's attributes are immutable, so the hash never changes."""
+    its resource, and Resource.__hash__ serialises all the attributes to JSON each time, in
+    the export thread, holding the GIL the request threads wait for. A resource's attributes
+    are immutable, so the hash never changes."""
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource.attributes, resource.schema_url)

@@ -23,7 +23,7 @@ DEFAULT_MAX_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
 DEFAULT_MAX_EXPORT_BATCH_SIZE = 512  # the SDK's default for OTEL_BSP_MAX_EXPORT_BATCH_SIZE
 # Export requests give up after this many seconds unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT
 # says otherwise (the SDK's 10 s keeps a dead collector's retries holding the export thread,
-# and the queue, twice as long; a healthy collector answers in milliseconds).
+# and the queue, twice as long; a healthy collector answers far sooner).
 DEFAULT_EXPORT_TIMEOUT_SECONDS = 5.0
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -18,6 +18,7 @@ import phonenumbers
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE, ErrorTypeValues
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import AttributeValue
 
@@ -39,11 +40,18 @@ _UNSET = Status(StatusCode.UNSET)
 # Country calling codes: 1 to 3 digits, none a prefix of another (ITU E.164).
 _CALLING_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
+# Contract attribute names, written out: semantic-conventions has the messaging ones only in
+# its private `_incubating` modules, whose names may still change in an SDK upgrade (which pins
+# that package exactly); a contract name must not move with it.
+MESSAGING_SYSTEM = "messaging.system"
+MESSAGING_MESSAGE_ID = "messaging.message.id"
+
 Attributes = dict[str, AttributeValue]
 
 
 def trace_id_for(message_sid: str) -> int:
-    """First 16 bytes of SHA-256("twilio.message:" + MessageSid) (SPEC section 8)."""
+    """First 16 bytes of SHA-256("twilio.message:" + MessageSid): every worker and replica
+    derives the same trace id, with no coordination."""
     digest = hashlib.sha256(b"twilio.message:" + message_sid.encode()).digest()
     return int.from_bytes(digest[:16], "big")
 
@@ -100,7 +108,7 @@ def _trace_of(message: MessageState) -> _Trace:
 def _failure(attributes: Attributes, status: str, code: str | None) -> Status:
     """ERROR with the code's meaning; `error.type` is the semantic-convention attribute."""
     error = error_codes.describe(code)
-    attributes["error.type"] = error.code or "_OTHER"
+    attributes[ERROR_TYPE] = error.code or ErrorTypeValues.OTHER.value
     attributes["twilio.error.class"] = str(error.error_class)
     description = error.description if code else f"{status}: {error.meaning}"
     return Status(StatusCode.ERROR, description)
@@ -157,11 +165,11 @@ class MessageSpans:
         self, event: StatusEvent, message: MessageState, transition: Transition, trace: _Trace
     ) -> ReadableSpan:
         # Stage spans carry what differs per stage, plus what queries slice stages by; the rest
-        # of the message's context is on the root. Every attribute costs a few microseconds of
-        # OTLP encoding in the export thread, under the GIL the request threads need.
+        # of the message's context is on the root. Every attribute adds OTLP encoding work in the
+        # export thread, under the GIL the request threads need.
         attributes: Attributes = {
-            "messaging.system": "twilio",
-            "messaging.message.id": message.message_sid,
+            MESSAGING_SYSTEM: "twilio",
+            MESSAGING_MESSAGE_ID: message.message_sid,
             "twilio.message.status": transition.status,
             "twilio.channel": message.channel,
             "twilio.callback.out_of_order": transition.out_of_order,
@@ -229,8 +237,8 @@ class MessageSpans:
 
     def _message_attributes(self, message: MessageState) -> Attributes:
         attributes: Attributes = {
-            "messaging.system": "twilio",
-            "messaging.message.id": message.message_sid,
+            MESSAGING_SYSTEM: "twilio",
+            MESSAGING_MESSAGE_ID: message.message_sid,
             "twilio.channel": message.channel,
         }
         if message.account_sid:

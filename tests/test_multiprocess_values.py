@@ -37,8 +37,31 @@ FORKING_MASTER = textwrap.dedent(
         children.append(pid)
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
     counter.labels("master").inc()
+    bound = type(counter.labels("master")._value)  # the class each metric bound when created
     json.dump({"master": os.getpid(), "children": children, "codes": codes,
-               "cached": bool(getattr(values.ValueClass, "uses_cached_pid", False))}, sys.stdout)
+               "cached": bool(getattr(bound, "uses_cached_pid", False))}, sys.stdout)
+    """
+)
+
+
+# What the cached pid saves depends on: the library's own extension point (a process
+# identifier for MultiProcessValue), asked on every update, and read by metrics when created.
+IDENTIFIER_CALLS = textwrap.dedent(
+    """
+    import json, os, sys
+    from prometheus_client import Counter, Histogram, values
+    calls = []
+    def identifier():
+        calls.append(1)
+        return os.getpid()
+    values.ValueClass = values.MultiProcessValue(process_identifier=identifier)
+    counter = Counter("calls_total", "Calls.")
+    histogram = Histogram("latency_seconds", "Latency.", buckets=(1.0,))
+    before = len(calls)
+    for _ in range(10):
+        counter.inc()
+        histogram.observe(0.5)
+    json.dump({"per_update": (len(calls) - before) / 30}, sys.stdout)
     """
 )
 
@@ -72,6 +95,21 @@ def test_workers_forked_after_the_metrics_exist_write_their_own_files(tmp_path: 
     assert _counter_values(tmp_path / f"counter_{second}.db") == {"master": 0.0, "worker2": 2.0}
     histograms = {p.name for p in tmp_path.glob("histogram_*.db")}
     assert histograms == {f"histogram_{pid}.db" for pid in (master, first, second)}
+
+
+def test_the_library_asks_the_process_identifier_on_every_update(tmp_path: Path) -> None:
+    # Fails when prometheus-client stops asking (the cached pid would then save nothing) or
+    # drops the process_identifier extension point.
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    output = subprocess.run(
+        [sys.executable, "-c", IDENTIFIER_CALLS],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert json.loads(output) == {"per_update": 1.0}
 
 
 def test_cached_pid_follows_a_fork() -> None:
