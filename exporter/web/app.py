@@ -1,10 +1,9 @@
-"""Assembles the Falcon app from its collaborators; `get_app` is the only place that reads the
-environment (gunicorn calls it in each worker, after the fork)."""
+"""Assembles the Falcon app from its collaborators. `build_app` opens them from settings, in each
+worker after the fork; `get_app` is the only place that reads the environment for it."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import falcon
@@ -25,7 +24,6 @@ from exporter.web.signature import SignatureChecker
 from exporter.web.status_callback import StatusCallbackResource
 
 log = logging.getLogger(__name__)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True)
@@ -35,8 +33,8 @@ class Telemetry:
     registry: CollectorRegistry
     metrics: Metrics
     tracer: MessageTracer
-    # Under gunicorn each worker writes its values to files that a scrape merges.
-    multiprocess: bool = False
+    # Under gunicorn each worker writes its values to files here, which a scrape merges.
+    metrics_directory: str | None = None
 
 
 def create_app(
@@ -58,9 +56,13 @@ def create_app(
 
 
 def get_app() -> falcon.App[falcon.Request, falcon.Response]:
-    """Build the app from the environment (gunicorn: `exporter.web.app:get_app()`)."""
-    settings = Settings.from_env()
-    # Already done by gunicorn_conf under `serve`; here for any other server that sets
+    """The app configured by the environment (plain gunicorn: `exporter.web.app:get_app()`)."""
+    return build_app(Settings.from_env())
+
+
+def build_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]:
+    """Open the store, telemetry and background sweeps that `settings` describe; the app."""
+    # Already done in the gunicorn master; here for any other server that sets
     # PROMETHEUS_MULTIPROC_DIR. Before the first metric is created.
     multiprocess_values.install()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
@@ -72,7 +74,7 @@ def get_app() -> falcon.App[falcon.Request, falcon.Response]:
         signature_validation=not settings.insecure_skip_signature,
     )
     tracer = tracer_from_env(settings, metrics.spans_dropped)
-    telemetry = Telemetry(registry, metrics, tracer, multiprocess=MULTIPROC_ENV in os.environ)
+    telemetry = Telemetry(registry, metrics, tracer, settings.metrics_directory)
     Sweeper(
         store,
         metrics,
@@ -96,9 +98,9 @@ class MetricsResource:
         ]
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
-        if telemetry.multiprocess:
+        if telemetry.metrics_directory is not None:
             # Kept for the life of the worker: it caches the files' parsed series keys.
-            self._worker_files = MergedFilesCollector(os.environ[MULTIPROC_ENV])
+            self._worker_files = MergedFilesCollector(telemetry.metrics_directory)
         else:
             for collector in self._store_collectors:
                 telemetry.registry.register(collector)
@@ -109,7 +111,7 @@ class MetricsResource:
         resp.data = encoder(self._scrape_registry())
 
     def _scrape_registry(self) -> CollectorRegistry:
-        if not self._telemetry.multiprocess:
+        if self._telemetry.metrics_directory is None:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
