@@ -18,7 +18,7 @@ from exporter import __version__
 SERVE_FLAGS = (
     ("--auth-token", "TWILIO_AUTH_TOKEN",
      "auth token(s) validating signatures, comma-separated (prefer the variable: ps shows flags)"),
-    ("--account-sid", "TWILIO_ACCOUNT_SID", "account SID for the REST API"),
+    ("--account-sid", "TWILIO_ACCOUNT_SID", "account SID (AC...) for the REST API"),
     ("--public-url", "EXPORTER_PUBLIC_URL",
      "public base URL Twilio calls, e.g. https://hooks.example.com"),
     ("--store", "EXPORTER_STORE", "sqlite:///PATH (default) or postgresql://..."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from exporter.server import metrics_directory
 from exporter.settings import ConfigError, ServerSettings
@@ -21,8 +21,12 @@ def _server_settings() -> ServerSettings:
         return ServerSettings.from_env()
     except ConfigError as ex:
         # gunicorn would print a traceback for an exception while loading its config.
-        print(f"twilio-status-exporter: error: {ex}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(str(ex))
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"twilio-status-exporter: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 _server = _server_settings()
@@ -49,6 +53,10 @@ def on_starting(server: Any) -> None:
     """Master start: metrics directory first, fail fast on bad configuration, then start
     metrics from a clean slate."""
     configure_logging()
+    if server.cfg.preload_app:
+        # The app would have been built in the master already: before the metrics directory
+        # existed, with a store connection and threads that a fork does not carry over.
+        _fail("--preload is not supported: the app is built in each worker, after the fork")
     directory = metrics_directory.prepare()
     from exporter.server.startup import check_startup
     from exporter.telemetry import multiprocess_values
