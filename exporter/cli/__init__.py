@@ -109,6 +109,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from exporter.server import metrics_directory
 
     metrics_directory.prepare()
+    try:
+        _serve(args)
+    finally:
+        metrics_directory.remove_if_created()  # also when a check stops serve before gunicorn
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> None:
     from exporter.server.startup import check_startup, fail
     from exporter.settings import ConfigError, ServerSettings, Settings
 
@@ -122,7 +130,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
     bind, workers = args.bind or server.bind, args.workers or server.workers
     ServiceApplication(settings, bind=bind, workers=workers).run()
-    return 0
 
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, str]:

@@ -14,8 +14,9 @@ import tempfile
 
 from exporter.settings import METRICS_DIRECTORY_VARIABLE, metrics_directory
 
-# The directory this process created (and so removes at exit); None when the user chose one.
-_created: str | None = None
+# The directory created here, and by which process: that process removes it at exit, never a
+# forked worker (workers leave through the same code paths as the master).
+_created: tuple[str, int] | None = None
 
 
 def prepare() -> str:
@@ -24,7 +25,8 @@ def prepare() -> str:
     global _created
     directory = metrics_directory()
     if directory is None:
-        directory = _created = tempfile.mkdtemp(prefix="twilio-status-exporter-metrics-")
+        directory = tempfile.mkdtemp(prefix="twilio-status-exporter-metrics-")
+        _created = (directory, os.getpid())
         # The one variable this package sets: the client and the forked workers read it.
         os.environ[METRICS_DIRECTORY_VARIABLE] = directory
     os.makedirs(directory, exist_ok=True)
@@ -39,6 +41,7 @@ def clear(directory: str) -> None:
 
 
 def remove_if_created() -> None:
-    """At exit: remove the directory `prepare` created, never one the user chose."""
-    if _created is not None:
-        shutil.rmtree(_created, ignore_errors=True)
+    """At exit: remove the directory `prepare` created in this process, never one the user
+    chose. Safe to call more than once."""
+    if _created is not None and _created[1] == os.getpid():
+        shutil.rmtree(_created[0], ignore_errors=True)
