@@ -17,6 +17,11 @@ DEFAULT_EVENTS_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_STALE_AFTER = 72 * 3600.0
 DEFAULT_RETENTION = 90 * 86400.0
 DEFAULT_SWEEP_INTERVAL = 60.0
+DEFAULT_BIND = "0.0.0.0:8080"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# prometheus-client reads this variable itself, when first imported: the server sets it
+# (exporter.server.metrics_directory) before that happens, and the app reads it here.
+METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -56,6 +61,8 @@ class Settings:
     metric_tag_values_max: int = 50
     redact_phone_numbers: bool = True
     sqlite_synchronous: str = "NORMAL"
+    # Set under gunicorn: each worker writes its metric values to files there, merged per scrape.
+    metrics_directory: str | None = None
 
     def __repr__(self) -> str:
         # Secrets never reach logs, even through an accidental repr().
@@ -67,13 +74,23 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Parse settings from environment variables; raise ConfigError on the first bad one."""
-        env = os.environ if env is None else env
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        require_auth_token: bool = True,
+    ) -> Settings:
+        """Parse settings from environment variables; raise ConfigError on the first bad one.
+
+        `overrides` are values given on the command line, by variable name: they win.
+        `require_auth_token=False` is for the commands that validate no signature (show,
+        migrate, reconcile's store): they work without TWILIO_AUTH_TOKEN."""
+        env = {**(os.environ if env is None else env), **(overrides or {})}
         skip = _flag(env, "EXPORTER_INSECURE_SKIP_SIGNATURE", default=False)
         tokens = _list(env.get("TWILIO_AUTH_TOKEN", ""))
         shared_keys = _shared_keys(env.get("EXPORTER_WEBHOOK_SHARED_KEYS", ""))
-        if not tokens and not shared_keys and not skip:
+        if require_auth_token and not tokens and not shared_keys and not skip:
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN",
                 "required to validate Twilio's signatures; set it to your auth token "
@@ -92,7 +109,7 @@ class Settings:
             raise ConfigError("EXPORTER_SQLITE_SYNCHRONOUS", "must be NORMAL or FULL")
         return cls(
             auth_tokens=tuple(tokens),
-            account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            account_sid=_account_sid(env.get("TWILIO_ACCOUNT_SID", "")),
             public_url=_public_url(env.get("EXPORTER_PUBLIC_URL", "")),
             store_url=_store_url(env.get("EXPORTER_STORE", "") or DEFAULT_STORE),
             insecure_skip_signature=skip,
@@ -110,7 +127,92 @@ class Settings:
             metric_tag_values_max=env_int(env, "EXPORTER_METRIC_TAG_VALUES_MAX", 50, 1),
             redact_phone_numbers=_flag(env, "EXPORTER_REDACT_PHONE_NUMBERS", default=True),
             sqlite_synchronous=synchronous,
+            metrics_directory=metrics_directory(env),
         )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How gunicorn runs the service: where it listens, how many workers, how much it logs."""
+
+    bind: str = DEFAULT_BIND
+    workers: int = 2
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServerSettings:
+        """EXPORTER_BIND, WEB_CONCURRENCY (gunicorn's own name for it) and EXPORTER_LOG_LEVEL."""
+        env = os.environ if env is None else env
+        log_level = env.get("EXPORTER_LOG_LEVEL", "").strip().lower() or "info"
+        if log_level not in LOG_LEVELS:
+            raise ConfigError("EXPORTER_LOG_LEVEL", f"{log_level!r} is not one of {LOG_LEVELS}")
+        return cls(
+            bind=_bind(env.get("EXPORTER_BIND", "")),
+            # One worker per CPU, and two at least so one slow request never stalls the rest.
+            workers=env_int(env, "WEB_CONCURRENCY", max(2, os.cpu_count() or 1), 1),
+            log_level=log_level,
+        )
+
+
+def metrics_directory(env: Mapping[str, str] | None = None) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR, or None when metrics live in this one process."""
+    env = os.environ if env is None else env
+    return env.get(METRICS_DIRECTORY_VARIABLE, "").strip() or None
+
+
+@dataclass(frozen=True)
+class ApiCredentials:
+    """Who reconcile is to Twilio's REST API: the account, and its auth token or an API key."""
+
+    account_sid: str
+    username: str  # the account SID with an auth token, the API key SID with a key secret
+    password: str
+
+    def __repr__(self) -> str:
+        return f"ApiCredentials(account_sid={self.account_sid!r}, username={self.username!r})"
+
+
+def api_credentials(settings: Settings, env: Mapping[str, str] | None = None) -> ApiCredentials:
+    """TWILIO_API_KEY and TWILIO_API_SECRET if both are set, else the (first) auth token, for
+    the account in TWILIO_ACCOUNT_SID; ConfigError naming what is missing."""
+    env = os.environ if env is None else env
+    account = settings.account_sid
+    if account is None:
+        raise ConfigError(
+            "TWILIO_ACCOUNT_SID", "required (AC...), the account whose messages are reconciled"
+        )
+    key, secret = env.get("TWILIO_API_KEY", "").strip(), env.get("TWILIO_API_SECRET", "").strip()
+    if key or secret:
+        if not (key and secret):
+            raise ConfigError(
+                "TWILIO_API_KEY" if not key else "TWILIO_API_SECRET",
+                "set both TWILIO_API_KEY and TWILIO_API_SECRET, or neither",
+            )
+        return ApiCredentials(account, key, secret)
+    if not settings.auth_tokens:
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN",
+            "required for the REST API (or TWILIO_API_KEY and TWILIO_API_SECRET)",
+        )
+    return ApiCredentials(account, account, settings.auth_tokens[0])
+
+
+def twilio_api_base(flag: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """Another base URL for Twilio's REST API (a test double, a proxy): the `--api-base` flag,
+    else TWILIO_API_BASE; None for Twilio's own."""
+    env = os.environ if env is None else env
+    source, base = ("--api-base", flag) if flag else ("TWILIO_API_BASE", env.get("TWILIO_API_BASE"))
+    base = (base or "").strip()
+    if base and not base.startswith(("https://", "http://")):
+        raise ConfigError(source, f"{base!r} must be a URL like https://api.twilio.com")
+    return base or None
+
+
+def signing_auth_token(env: Mapping[str, str] | None = None) -> str | None:
+    """The auth token the simulator signs with: the first of TWILIO_AUTH_TOKEN, if set."""
+    env = os.environ if env is None else env
+    tokens = _list(env.get("TWILIO_AUTH_TOKEN", ""))
+    return tokens[0] if tokens else None
 
 
 def parse_duration(text: str) -> float:
@@ -176,6 +278,25 @@ def _public_url(text: str) -> str | None:
     if parts.query or parts.fragment:
         raise ConfigError("EXPORTER_PUBLIC_URL", "must not carry a query string or fragment")
     return text.rstrip("/")
+
+
+def _account_sid(text: str) -> str | None:
+    text = text.strip()
+    if text and not text.startswith("AC"):
+        raise ConfigError("TWILIO_ACCOUNT_SID", f"{text!r} is not an account SID (AC...)")
+    return text or None
+
+
+def _bind(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return DEFAULT_BIND
+    if text.startswith("unix:"):
+        return text
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("EXPORTER_BIND", f"{text!r} is not HOST:PORT (or unix:PATH)")
+    return text
 
 
 def _store_url(text: str) -> str:

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.cli.reconcile import UsageError, credentials_from_env
 from exporter.ingest.applier import Applier
 from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
 from exporter.model import CallbackContext, MessageState, Recorded, StatusEvent
 from exporter.reconcile.api import (
     ApiHttpClient,
-    Credentials,
     MessagesApi,
     Retrier,
     RetryPolicy,
@@ -25,7 +23,7 @@ from exporter.reconcile.api import (
     parse_retry_after,
 )
 from exporter.reconcile.engine import ReconcileOptions, Reconciler, RunSummary, Window
-from exporter.settings import Settings
+from exporter.settings import ApiCredentials, Settings
 from exporter.store import SpanEncoder
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
@@ -85,7 +83,7 @@ def reconcile(
 
     def run(attempts: int = 3, **options: object) -> RunSummary:
         http_client = ApiHttpClient(api_base=fake_api.base_url)
-        credentials = Credentials(fake_api.account_sid, fake_api.account_sid, AUTH_TOKEN)
+        credentials = ApiCredentials(fake_api.account_sid, fake_api.account_sid, AUTH_TOKEN)
         retrier = Retrier(http_client, RetryPolicy(attempts=attempts), sleeps, random.Random(7))
         api = MessagesApi(make_client(credentials, http_client), retrier)
         settings = ReconcileOptions(**{"window": None, "page_size": 50, **options})  # type: ignore[arg-type]
@@ -398,7 +396,7 @@ def test_crash_mid_page_repeats_that_page_but_counts_nothing_twice(
         fake_api.add_message(message_sid, "delivered", datetime(2026, 11, 22, n, tzinfo=UTC))
     crashing = CrashingStore(str(tmp_path / "exporter.db"), crash_after=3)
     http_client = ApiHttpClient(api_base=fake_api.base_url)
-    credentials = Credentials(fake_api.account_sid, fake_api.account_sid, fake_api.auth_token)
+    credentials = ApiCredentials(fake_api.account_sid, fake_api.account_sid, fake_api.auth_token)
     api = MessagesApi(make_client(credentials, http_client), Retrier(http_client, RetryPolicy()))
     options = ReconcileOptions(window=YESTERDAY, page_size=2)
     applier = Applier(crashing, Metrics(CollectorRegistry()), None)
@@ -530,22 +528,6 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert parse_retry_after("7", now) == 7
     assert parse_retry_after("Mon, 23 Nov 2026 09:00:30 GMT", now) == 30
     assert parse_retry_after("soon", now) is None
-
-
-def test_credentials_prefer_an_api_key_and_name_what_is_missing() -> None:
-    account = sid("AC", 1)
-    key = credentials_from_env(
-        {"TWILIO_ACCOUNT_SID": account, "TWILIO_API_KEY": "SK1", "TWILIO_API_SECRET": "s"}
-    )
-    token = credentials_from_env({"TWILIO_ACCOUNT_SID": account, "TWILIO_AUTH_TOKEN": "t1,t2"})
-
-    assert (key.username, key.password) == ("SK1", "s")
-    assert (token.username, token.password) == (account, "t1")
-    with pytest.raises(UsageError, match="TWILIO_ACCOUNT_SID"):
-        credentials_from_env({"TWILIO_AUTH_TOKEN": "t"})
-    with pytest.raises(UsageError, match="TWILIO_API_SECRET"):
-        credentials_from_env({"TWILIO_ACCOUNT_SID": account, "TWILIO_API_KEY": "SK1"})
-    assert "t1" not in repr(token)
 
 
 def test_stuck_messages_are_paged_by_sid_and_filtered_by_account(

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from exporter import __version__
 
-# serve's flags, each also an environment variable (the environment is what workers read).
+# serve's flags, each also an environment variable; a flag given wins over its variable.
 SERVE_FLAGS = (
     ("--auth-token", "TWILIO_AUTH_TOKEN",
      "auth token(s) validating signatures, comma-separated (prefer the variable: ps shows flags)"),
-    ("--account-sid", "TWILIO_ACCOUNT_SID", "account SID for the REST API"),
+    ("--account-sid", "TWILIO_ACCOUNT_SID", "account SID (AC...) for the REST API"),
     ("--public-url", "EXPORTER_PUBLIC_URL",
      "public base URL Twilio calls, e.g. https://hooks.example.com"),
     ("--store", "EXPORTER_STORE", "sqlite:///PATH (default) or postgresql://..."),
@@ -52,9 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the service under gunicorn")
-    serve.add_argument("--bind", default="0.0.0.0:8080", help="HOST:PORT (default 0.0.0.0:8080)")
     serve.add_argument(
-        "--workers", type=_positive_int, help="worker processes (default: CPUs, min 2)"
+        "--bind", metavar="HOST:PORT", help="where to listen (default 0.0.0.0:8080) [EXPORTER_BIND]"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes (default: one per CPU, at least 2) [WEB_CONCURRENCY]",
     )
     for flag, variable, help_text in SERVE_FLAGS:
         serve.add_argument(flag, metavar="VALUE", help=f"{help_text} [{variable}]")
@@ -99,28 +103,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    # First of all: the gunicorn config prepares PROMETHEUS_MULTIPROC_DIR, which must be set
-    # before anything (the startup checks included) imports prometheus_client in the master,
-    # or the workers it forks inherit single-process metrics and /metrics stays empty.
-    import exporter.server.gunicorn_conf  # noqa: F401
+    # First of all: PROMETHEUS_MULTIPROC_DIR must be set before anything (the startup checks
+    # included) imports prometheus_client in the master, or the workers it forks inherit
+    # single-process metrics and /metrics stays empty.
+    from exporter.server import metrics_directory
 
-    for flag, variable, _ in SERVE_FLAGS:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            os.environ[variable] = value
-    if args.insecure_skip_signature:
-        os.environ["EXPORTER_INSECURE_SKIP_SIGNATURE"] = "1"
-    from exporter.server.startup import check_startup
-
-    check_startup()  # one clear line and exit 2 on bad configuration, before gunicorn starts
-    from gunicorn.app.wsgiapp import WSGIApplication
-
-    gunicorn_args = ["-c", "python:exporter.server.gunicorn_conf", "--bind", args.bind]
-    if args.workers:
-        gunicorn_args += ["--workers", str(args.workers)]
-    sys.argv = ["twilio-status-exporter serve", *gunicorn_args, "exporter.server.wsgi:get_app()"]
-    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
+    metrics_directory.prepare()
+    try:
+        _serve(args)
+    finally:
+        metrics_directory.remove_if_created()  # also when a check stops serve before gunicorn
     return 0
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from exporter.server.startup import check_startup, fail
+    from exporter.settings import ConfigError, ServerSettings, Settings
+
+    try:
+        server = ServerSettings.from_env()
+        settings = Settings.from_env(overrides=_serve_overrides(args))
+    except ConfigError as ex:
+        fail(str(ex))
+    check_startup(settings)  # one clear line and exit 2 on bad configuration, before gunicorn
+    from exporter.server.application import ServiceApplication
+
+    bind, workers = args.bind or server.bind, args.workers or server.workers
+    ServiceApplication(settings, bind=bind, workers=workers).run()
+
+
+def _serve_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """serve's flags that were given, by the name of the variable each stands for."""
+    overrides = {
+        variable: value
+        for flag, variable, _ in SERVE_FLAGS
+        if (value := getattr(args, flag.lstrip("-").replace("-", "_"))) is not None
+    }
+    if args.insecure_skip_signature:
+        overrides["EXPORTER_INSECURE_SKIP_SIGNATURE"] = "1"
+    return overrides
 
 
 def run_show(args: argparse.Namespace) -> int:

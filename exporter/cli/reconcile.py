@@ -9,20 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from exporter.ingest.applier import Applier
-    from exporter.reconcile.api import Credentials, MessagesApi
+    from exporter.reconcile.api import MessagesApi
     from exporter.reconcile.engine import Reconciler, RunSummary, Window
-    from exporter.settings import Settings
+    from exporter.settings import ApiCredentials, Settings
     from exporter.store import ReconcileStore
 
 log = logging.getLogger("exporter.reconcile")
@@ -65,16 +63,24 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from exporter.server.startup import store_command_settings
+    from exporter.settings import ConfigError, api_credentials, twilio_api_base
+
     try:
         every = _every(args)
-        credentials = credentials_from_env(os.environ)
         _window(args, datetime.now(UTC))  # a bad --since/--until fails now, not in a loop
     except UsageError as ex:
+        _fail(str(ex))
+    settings = store_command_settings(args.store)
+    try:
+        credentials = api_credentials(settings)
+        api_base = twilio_api_base(args.api_base)
+    except ConfigError as ex:
         _fail(str(ex))
     from exporter.store import StoreUnavailable
 
     try:
-        return _serve(args, credentials, every)
+        return _serve(args, settings, _messages_api(args, credentials, api_base), every)
     except StoreUnavailable as ex:
         print(f"twilio-status-exporter: reconcile: store unavailable: {ex}", file=sys.stderr)
         return 1
@@ -82,29 +88,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def credentials_from_env(env: Mapping[str, str]) -> Credentials:
-    """An API key and secret if both are set, else the (first) auth token."""
-    from exporter.reconcile.api import Credentials
-
-    account = env.get("TWILIO_ACCOUNT_SID", "").strip()
-    if not account.startswith("AC"):
-        raise UsageError(
-            "TWILIO_ACCOUNT_SID: required (AC...), the account whose messages are reconciled"
-        )
-    key, secret = env.get("TWILIO_API_KEY", "").strip(), env.get("TWILIO_API_SECRET", "").strip()
-    if key or secret:
-        if not (key and secret):
-            raise UsageError("TWILIO_API_KEY and TWILIO_API_SECRET: set both, or neither")
-        return Credentials(account, key, secret)
-    tokens = [t.strip() for t in env.get("TWILIO_AUTH_TOKEN", "").split(",") if t.strip()]
-    if not tokens:
-        raise UsageError(
-            "TWILIO_AUTH_TOKEN: required for the REST API (or TWILIO_API_KEY and TWILIO_API_SECRET)"
-        )
-    return Credentials(account, account, tokens[0])
-
-
-def _serve(args: argparse.Namespace, credentials: Credentials, every: float | None) -> int:
+def _serve(
+    args: argparse.Namespace, settings: Settings, api: MessagesApi, every: float | None
+) -> int:
     """Open everything once, then run once or every `every` seconds."""
     from prometheus_client import CollectorRegistry
 
@@ -112,14 +98,13 @@ def _serve(args: argparse.Namespace, credentials: Credentials, every: float | No
     from exporter.telemetry.metrics import Metrics, ReconcileCollector
     from exporter.telemetry.tracing import span_outbox_from_env
 
-    settings, store = _open_store(args)
+    store = _open_store(settings)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
     # service's directory (same container) the service's /metrics merges them.
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     # Spans of polled updates are queued in the store, for the service's ingester to export.
     applier = Applier(store, metrics, span_outbox_from_env(settings))
-    api = _messages_api(args, credentials)
     try:
         if every is None:
             summary = _reconciler(args, store, applier, api).run()
@@ -158,22 +143,22 @@ def _loop(
         stop.wait(max(0.0, every - (time.monotonic() - started)))
 
 
-def _open_store(args: argparse.Namespace) -> tuple[Settings, ReconcileStore]:
-    from exporter.server.startup import store_command_settings
+def _open_store(settings: Settings) -> ReconcileStore:
     from exporter.settings import redact_url
     from exporter.store import ReconcileStore, StoreUnavailable, open_store
 
-    settings = store_command_settings(args.store)
     try:
         store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     except (StoreUnavailable, OSError, ValueError) as ex:
         _fail(f"EXPORTER_STORE: cannot open {redact_url(settings.store_url)}: {ex}")
     if not isinstance(store, ReconcileStore):
         _fail(f"EXPORTER_STORE: {redact_url(settings.store_url)} does not support reconcile yet")
-    return settings, store
+    return store
 
 
-def _messages_api(args: argparse.Namespace, credentials: Credentials) -> MessagesApi:
+def _messages_api(
+    args: argparse.Namespace, credentials: ApiCredentials, api_base: str | None
+) -> MessagesApi:
     from exporter.reconcile.api import (
         ApiHttpClient,
         MessagesApi,
@@ -182,7 +167,7 @@ def _messages_api(args: argparse.Namespace, credentials: Credentials) -> Message
         make_client,
     )
 
-    http_client = ApiHttpClient(api_base=_api_base(args))
+    http_client = ApiHttpClient(api_base=api_base)
     retrier = Retrier(http_client, RetryPolicy(attempts=args.max_attempts))
     return MessagesApi(make_client(credentials, http_client), retrier)
 
@@ -247,15 +232,6 @@ def _every(args: argparse.Namespace) -> float | None:
     if args.metrics_port is not None and every is None:
         raise UsageError("--metrics-port: only with --every (a single run exits at once)")
     return every
-
-
-def _api_base(args: argparse.Namespace) -> str | None:
-    base = (args.api_base or os.environ.get("TWILIO_API_BASE", "")).strip()
-    if not base:
-        return None
-    if not base.startswith(("https://", "http://")):
-        _fail(f"TWILIO_API_BASE: {base!r} must be a URL like https://api.twilio.com")
-    return base
 
 
 def _report(summary: RunSummary, as_json: bool) -> None:

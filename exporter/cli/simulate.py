@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import threading
 import time
 from pathlib import Path
 
+from exporter.settings import signing_auth_token
 from exporter.simulation import (
     CallbackSender,
     Input,
@@ -216,10 +216,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> str:
-    token: str | None = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
+    """The first of --auth-token's tokens, else of TWILIO_AUTH_TOKEN's."""
+    flag_tokens = [token.strip() for token in (args.auth_token or "").split(",") if token.strip()]
+    token = flag_tokens[0] if flag_tokens else signing_auth_token()
     if not token:
         raise ValueError("no auth token: pass --auth-token or set TWILIO_AUTH_TOKEN")
-    return token.split(",")[0].strip()
+    return token
 
 
 def _profile(args: argparse.Namespace) -> TrafficProfile:

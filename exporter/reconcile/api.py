@@ -24,6 +24,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from exporter.inputs.rest_poll import ApiMessage
+from exporter.settings import ApiCredentials
 
 log = logging.getLogger(__name__)
 TWILIO_API_BASE = "https://api.twilio.com"
@@ -83,19 +84,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Who reconcile is: the account, and either its auth token or an API key and secret."""
-
-    account_sid: str
-    username: str  # the account SID with an auth token, the API key SID with a key secret
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Credentials(account_sid={self.account_sid!r}, username={self.username!r})"
-
-
-def make_client(credentials: Credentials, http_client: ApiHttpClient) -> Client:
+def make_client(credentials: ApiCredentials, http_client: ApiHttpClient) -> Client:
     return Client(
         credentials.username,
         credentials.password,

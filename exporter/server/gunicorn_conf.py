@@ -1,34 +1,39 @@
 """Gunicorn settings and hooks, for `serve` and `gunicorn -c python:exporter.server.gunicorn_conf`.
 
-The multiprocess metrics directory is prepared here, in the master, before any worker (or
-this module) imports prometheus_client: the client picks its file-backed value class at import.
+Importing this module reads the server settings and changes nothing; in particular it does not
+import prometheus_client. The multiprocess metrics directory is prepared by `on_starting`,
+gunicorn's first hook in the master, before any worker exists and before anything imports the
+client (`serve` has prepared it already; preparing is idempotent).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
-import tempfile
-from typing import Any
+from typing import Any, NoReturn
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_OWN_DIR = MULTIPROC_ENV not in os.environ
-if _OWN_DIR:
-    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="twilio-status-exporter-metrics-")
+from exporter.server import metrics_directory
+from exporter.settings import ConfigError, ServerSettings, Settings
 
-from prometheus_client import multiprocess  # noqa: E402  (after the directory is set)
 
-from exporter.telemetry import multiprocess_values  # noqa: E402
+def _server_settings() -> ServerSettings:
+    try:
+        return ServerSettings.from_env()
+    except ConfigError as ex:
+        # gunicorn would print a traceback for an exception while loading its config.
+        _fail(str(ex))
 
-# Before any metric exists, in the master too: values then notice a fork without a getpid().
-multiprocess_values.install()
+
+def _fail(message: str) -> NoReturn:
+    print(f"twilio-status-exporter: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+_server = _server_settings()
+bind = _server.bind
+workers = _server.workers
 
 _ingester: Any = None  # the master's IngesterProcess, once gunicorn is ready
-
-bind = os.environ.get("EXPORTER_BIND", "0.0.0.0:8080")
-workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, os.cpu_count() or 1))
 worker_class = "exporter.server.gunicorn_worker.SyncWorker"
 # A callback commits in well under a second and Twilio gives up after 15 s: a worker silent
 # for 20 s is wedged, or held by a client trickling its request, and is replaced.
@@ -43,21 +48,27 @@ forwarded_allow_ips = ""
 control_socket_disable = True
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("EXPORTER_LOG_LEVEL", "info").lower()
+loglevel = _server.log_level
 
 
 def on_starting(server: Any) -> None:
-    """Master start: fail fast on bad configuration, then start metrics from a clean slate."""
+    """Master start: metrics directory first, fail fast on bad configuration, then start
+    metrics from a clean slate."""
     configure_logging()
+    if server.cfg.preload_app:
+        # The app would have been built in the master already: before the metrics directory
+        # existed, with a store connection and threads that a fork does not carry over.
+        _fail("--preload is not supported: the app is built in each worker, after the fork")
+    directory = metrics_directory.prepare()
     from exporter.server.startup import check_startup
+    from exporter.telemetry import multiprocess_values
 
-    check_startup()
-    directory = os.environ[MULTIPROC_ENV]
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        # Files of a previous run's workers would be merged into every scrape (and slow it).
-        if name.endswith(".db"):
-            os.remove(os.path.join(directory, name))
+    # Before any metric exists, in the master too: values then notice a fork without a getpid().
+    multiprocess_values.install()
+    # `serve`'s application carries the settings it parsed (flags included); under plain
+    # gunicorn there is none, and the environment is the whole configuration.
+    check_startup(getattr(server.app, "settings", None))
+    metrics_directory.clear(directory)
 
 
 def when_ready(server: Any) -> None:
@@ -65,7 +76,10 @@ def when_ready(server: Any) -> None:
     from exporter.server.ingester import IngesterProcess
 
     global _ingester
-    _ingester = IngesterProcess()
+    # `serve` parsed its settings (flags included) into its application object; plain
+    # gunicorn has only the environment.
+    settings = getattr(server.app, "settings", None) or Settings.from_env()
+    _ingester = IngesterProcess(settings)
     _ingester.start()
 
 
@@ -77,20 +91,20 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def on_exit(server: Any) -> None:
     if _ingester is not None:
         _ingester.stop()
-    if _OWN_DIR:
-        shutil.rmtree(os.environ[MULTIPROC_ENV], ignore_errors=True)
+    metrics_directory.remove_if_created()
 
 
 def configure_logging() -> None:
-    level = os.environ.get("EXPORTER_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         stream=sys.stderr,
-        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        level=_server.log_level.upper(),
         format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -111,9 +112,11 @@ class IngesterLoop:
 
 class IngesterProcess:
     """The master's handle on its ingester: started when gunicorn is ready, restarted when it
-    dies, stopped with the master."""
+    dies, stopped with the master. The settings go to the child through a pipe (pickled), as
+    `serve` parsed them: flags included, secrets never on a command line or in an environment."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = pickle.dumps(settings)
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -137,8 +140,13 @@ class IngesterProcess:
         from prometheus_client import multiprocess
 
         while not self._stopping.is_set():
-            process = subprocess.Popen([sys.executable, "-m", "exporter.server.ingester"])
+            process = subprocess.Popen(
+                [sys.executable, "-m", "exporter.server.ingester"], stdin=subprocess.PIPE
+            )
             self._process = process
+            assert process.stdin is not None
+            with process.stdin:
+                process.stdin.write(self._settings)
             code = process.wait()
             if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
                 multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
@@ -156,9 +164,10 @@ def main() -> int:
     from exporter.store import open_store
     from exporter.telemetry import multiprocess_values
 
+    # From IngesterProcess, our parent, through a pipe only it holds: not untrusted data.
+    settings: Settings = pickle.load(sys.stdin.buffer)  # noqa: S301
     configure_logging()
     multiprocess_values.install()
-    settings = Settings.from_env()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     metrics = Metrics(
         CollectorRegistry(),

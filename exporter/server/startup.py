@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import NoReturn
 
@@ -14,11 +13,12 @@ from exporter.telemetry.tracing import TracingConfig
 log = logging.getLogger("exporter")
 
 
-def check_startup() -> Settings:
-    """Validate settings and open the store once (creating its schema); on any problem print
-    one line naming it and exit with status 2, never a traceback."""
+def check_startup(settings: Settings | None = None) -> Settings:
+    """Validate settings (read from the environment unless given) and open the store once
+    (creating its schema); on any problem print one line naming it and exit with status 2,
+    never a traceback."""
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env() if settings is None else settings
         TracingConfig.from_env()  # the OTEL_* values a worker would otherwise trip over
     except ConfigError as ex:
         fail(str(ex))
@@ -37,13 +37,12 @@ def check_startup() -> Settings:
 
 
 def store_command_settings(store: str | None) -> Settings:
-    """Settings for a command that only works on the store (show, migrate, reconcile): there
-    is no signature to validate; a bad value ends the command with one line naming it."""
-    env = dict(os.environ, EXPORTER_INSECURE_SKIP_SIGNATURE="1")
-    if store:
-        env["EXPORTER_STORE"] = store
+    """Settings for a command that only works on the store (show, migrate, reconcile): it
+    validates no signature, so it needs no auth token; `store` (its --store flag) wins over
+    EXPORTER_STORE; a bad value ends the command with one line naming it."""
+    overrides = {"EXPORTER_STORE": store} if store else {}
     try:
-        return Settings.from_env(env)
+        return Settings.from_env(overrides=overrides, require_auth_token=False)
     except ConfigError as ex:
         fail(str(ex))
 

@@ -4,7 +4,6 @@ environment)."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -30,7 +29,6 @@ from exporter.web.status_callback import StatusCallbackResource
 from exporter.web.webhook import store_unavailable, unexpected_error
 
 log = logging.getLogger(__name__)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CALLBACK_ROUTE = "/twilio/status"
 
 
@@ -41,8 +39,8 @@ class Telemetry:
 
     registry: CollectorRegistry
     metrics: Metrics
-    # Under gunicorn each worker writes its values to files that a scrape merges.
-    multiprocess: bool = False
+    # Under gunicorn each worker writes its values to files here, which a scrape merges.
+    metrics_directory: str | None = None
 
 
 def create_app(
@@ -78,8 +76,8 @@ class MetricsResource:
         ]
         if isinstance(store, ReconcileStore):
             self._store_collectors.append(ReconcileCollector(store.reconcile_totals, on_error))
-        if telemetry.multiprocess:
-            self._worker_files = os.environ[MULTIPROC_ENV]
+        if telemetry.metrics_directory is not None:
+            self._worker_files = telemetry.metrics_directory
         else:
             for collector in self._store_collectors:
                 telemetry.registry.register(collector)
@@ -90,7 +88,7 @@ class MetricsResource:
         resp.data = encoder(self._scrape_registry())
 
     def _scrape_registry(self) -> CollectorRegistry:
-        if not self._telemetry.multiprocess:
+        if self._telemetry.metrics_directory is None:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,8 +87,10 @@ def start_service(
     env: Mapping[str, str] | None = None,
     store_url: str | None = None,
     port: int | None = None,
+    command: Sequence[str] | None = None,
 ) -> Service:
-    """Start `twilio-status-exporter serve` and wait until /readyz answers 200."""
+    """Start `twilio-status-exporter serve` (or `command`, which must listen on `port`) and
+    wait until /readyz answers 200."""
     port = port or free_port()
     store_url = store_url or f"sqlite:///{tmp_path / 'exporter.db'}"
     log_path = tmp_path / f"service-{port}.log"
@@ -100,13 +102,13 @@ def start_service(
         "OTEL_TRACES_EXPORTER": "none",
         **(env or {}),
     }
-    executable = shutil.which("twilio-status-exporter") or sys.executable
-    command = (
-        [executable] if executable.endswith("exporter") else [executable, "-m", "exporter.cli"]
-    )
+    if command is None:
+        command = [
+            *cli_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)
+        ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*command, "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            command,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -123,6 +125,12 @@ def start_service(
         service.stop()
         raise AssertionError(f"service did not start:\n{service.log()}") from None
     return service
+
+
+def cli_command() -> list[str]:
+    """How to run `twilio-status-exporter`: the console script, else `python -m exporter.cli`."""
+    executable = shutil.which("twilio-status-exporter") or sys.executable
+    return [executable] if executable.endswith("exporter") else [executable, "-m", "exporter.cli"]
 
 
 def _ready(service: Service) -> bool:
