@@ -175,17 +175,11 @@ def _open_store(args: argparse.Namespace) -> tuple[Settings, ReconcileStore]:
 
 
 def _messages_api(args: argparse.Namespace, credentials: Credentials) -> MessagesApi:
-    from exporter.reconcile.api import (
-        ApiHttpClient,
-        MessagesApi,
-        Retrier,
-        RetryPolicy,
-        make_client,
-    )
+    from exporter.reconcile.api import ApiHttpClient, MessagesApi, RetryPolicy, make_client
 
-    http_client = ApiHttpClient(api_base=_api_base(args))
-    retrier = Retrier(http_client, RetryPolicy(attempts=args.max_attempts))
-    return MessagesApi(make_client(credentials, http_client), retrier)
+    policy = RetryPolicy(attempts=args.max_attempts)
+    http_client = ApiHttpClient(api_base=_api_base(args), policy=policy)
+    return MessagesApi(make_client(credentials, http_client))
 
 
 def _reconciler(
