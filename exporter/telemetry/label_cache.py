@@ -2,8 +2,8 @@
 
 prometheus-client's `labels()` checks and converts every value, builds a tuple and takes a
 lock on each call: about a microsecond with four labels, paid several times per callback. The
-exporter's label values come from bounded sets (see exporter/telemetry/metrics.py), so the children are
-few, and the library keeps every one of them for the life of the process anyway.
+exporter's label values come from bounded sets (see exporter/telemetry/metrics.py), so the
+children are few, and the library keeps every one of them for the life of the process anyway.
 """
 
 from __future__ import annotations
