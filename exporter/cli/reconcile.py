@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:  # urllib3's Retry, which does the retrying, logs each retry at debug
+        logging.getLogger("urllib3.util.retry").setLevel(logging.DEBUG)
     try:
         every = _every(args)
         credentials = credentials_from_env(os.environ)

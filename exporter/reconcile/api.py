@@ -8,7 +8,6 @@ and its requests session retries through urllib3's `Retry`, which waits out a 42
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,6 @@ from urllib3.util import Retry
 
 from exporter.inputs.rest_poll import ApiMessage
 
-log = logging.getLogger(__name__)
 TWILIO_API_BASE = "https://api.twilio.com"
 # Twilio asks to slow down with 429; a 5xx is its side failing, worth another try.
 RETRIED_STATUSES = frozenset({429, *range(500, 600)})
