@@ -10,8 +10,10 @@ The twilio client reaches it through its own `http_client` hook, never a patched
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,13 +32,15 @@ API_VERSION = "2010-04-01"
 
 @dataclass(frozen=True)
 class ApiRequest:
-    """One request the fake received: `kind` is fetch or list; `target` the sid or page."""
+    """One request the fake received: `kind` is fetch or list; `target` the sid or page;
+    `at` when it arrived (time.monotonic)."""
 
     method: str
     path: str
     query: dict[str, str]
     kind: str
     target: str
+    at: float
 
 
 @dataclass
@@ -152,6 +156,12 @@ class FakeTwilioApi:
         with self._lock:
             return [r.target for r in self.requests if r.kind == kind]
 
+    def gaps(self, kind: str) -> list[float]:
+        """Seconds between consecutive `kind` requests: how long the client waited."""
+        with self._lock:
+            times = [r.at for r in self.requests if r.kind == kind]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
+
     # -- serving ------------------------------------------------------------------------
 
     def _messages_uri(self) -> str:
@@ -164,7 +174,8 @@ class FakeTwilioApi:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         kind, target = self._route(parts.path, query)
         with self._lock:
-            self.requests.append(ApiRequest(method, parts.path, query, kind, target))
+            request = ApiRequest(method, parts.path, query, kind, target, time.monotonic())
+            self.requests.append(request)
             failure = self._next_failure(kind, target)
         if not self._authorized(authorization):
             return 401, {}, _error(401, 20003, "Authenticate")

@@ -7,6 +7,11 @@ system user, which then owns the data directory. Durability is switched off (fsy
 writes): the tests check transactions and locking, not crash safety, and need to be quick.
 Each test's store is a schema of its own in one test database (its URL sets the search_path):
 as empty as a new database, without CREATE DATABASE's cost.
+
+Not pytest-postgresql: its `postgresql_proc` runs `pg_ctl` as the current user and puts the
+data directory under pytest's base temporary directory, and under root (scripts/test, CI
+containers) PostgreSQL refuses the first and the `postgres` user cannot enter the second.
+Its per-test fixture is a database cloned from a template, where a schema does here.
 """
 
 from __future__ import annotations

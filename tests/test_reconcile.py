@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,14 +13,7 @@ from prometheus_client import CollectorRegistry
 from exporter.ingest.applier import Applier
 from exporter.inputs.rest_poll import ApiMessage, poll_event, should_record
 from exporter.model import CallbackContext, MessageState, Recorded, StatusEvent
-from exporter.reconcile.api import (
-    ApiHttpClient,
-    MessagesApi,
-    Retrier,
-    RetryPolicy,
-    make_client,
-    parse_retry_after,
-)
+from exporter.reconcile.api import ApiHttpClient, MessagesApi, RetryPolicy, make_client
 from exporter.reconcile.engine import ReconcileOptions, Reconciler, RunSummary, Window
 from exporter.settings import ApiCredentials, Settings
 from exporter.store import SpanEncoder
@@ -53,13 +45,6 @@ def queued_spans(store: SQLiteStore) -> list[tuple[str, str, str]]:
     ]
 
 
-class Sleeps(list[float]):
-    """An injected sleep: remembers each delay instead of waiting."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
 @pytest.fixture
 def fake_api() -> Iterator[FakeTwilioApi]:
     fake = FakeTwilioApi().start()
@@ -68,24 +53,19 @@ def fake_api() -> Iterator[FakeTwilioApi]:
 
 
 @pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
 def reconcile(
     sqlite_store: SQLiteStore,
     metrics: Metrics,
     fake_api: FakeTwilioApi,
-    sleeps: Sleeps,
 ) -> Callable[..., RunSummary]:
-    """Run one reconcile at NOW; keyword arguments become ReconcileOptions."""
+    """Run one reconcile at NOW; keyword arguments become ReconcileOptions. Retries back off
+    by `backoff` seconds (none by default, so that only a Retry-After makes a test wait)."""
 
-    def run(attempts: int = 3, **options: object) -> RunSummary:
-        http_client = ApiHttpClient(api_base=fake_api.base_url)
+    def run(attempts: int = 3, backoff: float = 0.0, **options: object) -> RunSummary:
+        policy = RetryPolicy(attempts=attempts, backoff=backoff, jitter=0.0)
+        http_client = ApiHttpClient(api_base=fake_api.base_url, policy=policy)
         credentials = ApiCredentials(fake_api.account_sid, fake_api.account_sid, AUTH_TOKEN)
-        retrier = Retrier(http_client, RetryPolicy(attempts=attempts), sleeps, random.Random(7))
-        api = MessagesApi(make_client(credentials, http_client), retrier)
+        api = MessagesApi(make_client(credentials, http_client))
         settings = ReconcileOptions(**{"window": None, "page_size": 50, **options})  # type: ignore[arg-type]
         applier = Applier(sqlite_store, metrics, SpanOutbox())
         return Reconciler(sqlite_store, applier, api, settings, clock=NOW.timestamp).run()
@@ -227,39 +207,45 @@ def test_polls_many_stuck_messages_in_batches_on_several_threads(
 
 
 def test_rate_limit_waits_as_long_as_retry_after_says(
-    reconcile: Callable[..., RunSummary],
-    sqlite_store: SQLiteStore,
-    fake_api: FakeTwilioApi,
-    sleeps: Sleeps,
+    reconcile: Callable[..., RunSummary], sqlite_store: SQLiteStore, fake_api: FakeTwilioApi
 ) -> None:
     stuck = sid("SM", 1)
     callback(sqlite_store, stuck, "sent", NOW - timedelta(hours=13))
     fake_api.add_message(stuck, "delivered", NOW - timedelta(hours=13))
-    fake_api.fail("fetch", stuck, 429, retry_after="7")
+    fake_api.fail("fetch", stuck, 429, retry_after="1")
 
-    summary = reconcile()
+    summary = reconcile()  # no backoff: only the Retry-After can make the client wait
 
     assert fake_api.requested("fetch") == [stuck, stuck]
-    assert len(sleeps) == 1
-    assert 7 <= sleeps[0] <= 7.7  # Retry-After, plus at most 10 % jitter
+    assert fake_api.gaps("fetch")[0] >= 1.0
     assert summary.run.updated == 1
 
 
+def test_rate_limited_list_page_is_retried_after_retry_after(
+    reconcile: Callable[..., RunSummary], fake_api: FakeTwilioApi
+) -> None:
+    fake_api.add_message(sid("SM", 1), "delivered", datetime(2026, 11, 22, 10, tzinfo=UTC))
+    fake_api.fail("list", "0", 429, retry_after="1")
+
+    summary = reconcile(window=YESTERDAY)
+
+    assert fake_api.requested("list") == ["0", "0"]
+    assert fake_api.gaps("list")[0] >= 1.0
+    assert (summary.run.missed, summary.list_completed) == (1, True)
+
+
 def test_server_error_is_retried_with_backoff_then_succeeds(
-    reconcile: Callable[..., RunSummary],
-    sqlite_store: SQLiteStore,
-    fake_api: FakeTwilioApi,
-    sleeps: Sleeps,
+    reconcile: Callable[..., RunSummary], sqlite_store: SQLiteStore, fake_api: FakeTwilioApi
 ) -> None:
     stuck = sid("SM", 1)
     callback(sqlite_store, stuck, "sent", NOW - timedelta(hours=13))
     fake_api.add_message(stuck, "undelivered", NOW - timedelta(hours=13), error_code=30003)
     fake_api.fail("fetch", stuck, 500, times=2)
 
-    summary = reconcile(attempts=3)
+    summary = reconcile(attempts=3, backoff=0.2)
 
     assert fake_api.requested("fetch") == [stuck] * 3
-    assert 0.5 <= sleeps[0] <= 1 and 1 <= sleeps[1] <= 2  # exponential, with jitter
+    assert fake_api.gaps("fetch")[1] >= 0.2  # urllib3 retries once at once, then backs off
     assert summary.run.updated == 1 and summary.run.succeeded
     assert sqlite_store.history(stuck).message.error_code == "30003"  # type: ignore[union-attr]
 
@@ -268,7 +254,6 @@ def test_persistent_server_error_is_counted_and_the_run_goes_on(
     reconcile: Callable[..., RunSummary],
     sqlite_store: SQLiteStore,
     fake_api: FakeTwilioApi,
-    sleeps: Sleeps,
 ) -> None:
     broken, fine = sid("SM", 1), sid("SM", 2)
     for message_sid in (broken, fine):
@@ -280,7 +265,6 @@ def test_persistent_server_error_is_counted_and_the_run_goes_on(
 
     assert (summary.run.errors, summary.run.updated, summary.run.succeeded) == (1, 1, False)
     assert fake_api.requested("fetch").count(broken) == 3
-    assert len(sleeps) == 2
     # Not marked as polled: the next run asks again, and this time it works.
     assert reconcile().run.updated == 1
 
@@ -397,7 +381,7 @@ def test_crash_mid_page_repeats_that_page_but_counts_nothing_twice(
     crashing = CrashingStore(str(tmp_path / "exporter.db"), crash_after=3)
     http_client = ApiHttpClient(api_base=fake_api.base_url)
     credentials = ApiCredentials(fake_api.account_sid, fake_api.account_sid, fake_api.auth_token)
-    api = MessagesApi(make_client(credentials, http_client), Retrier(http_client, RetryPolicy()))
+    api = MessagesApi(make_client(credentials, http_client))
     options = ReconcileOptions(window=YESTERDAY, page_size=2)
     applier = Applier(crashing, Metrics(CollectorRegistry()), None)
     with pytest.raises(SystemExit):  # the process dies mid-way through the second page
@@ -523,11 +507,20 @@ def test_poll_event_carries_what_the_api_reported() -> None:
     assert "body" not in event.params
 
 
-def test_retry_after_as_seconds_or_http_date() -> None:
-    now = NOW.timestamp()
-    assert parse_retry_after("7", now) == 7
-    assert parse_retry_after("Mon, 23 Nov 2026 09:00:30 GMT", now) == 30
-    assert parse_retry_after("soon", now) is None
+def test_retry_policy_retries_rate_limits_and_server_errors_only() -> None:
+    retry = RetryPolicy(attempts=4).retry()
+
+    assert retry.total == 3
+    assert all(retry.is_retry("GET", status, has_retry_after=False) for status in (429, 500, 503))
+    assert not any(retry.is_retry("GET", status) for status in (400, 401, 403, 404))
+    assert not retry.is_retry("POST", 503)  # reconcile only reads; a write is never repeated
+
+
+def test_a_long_retry_after_is_capped_so_the_run_ends() -> None:
+    retry = RetryPolicy(max_retry_after=300).retry()
+
+    assert retry.parse_retry_after("86400") == 300
+    assert retry.parse_retry_after("7") == 7
 
 
 def test_stuck_messages_are_paged_by_sid_and_filtered_by_account(

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from exporter.server.startup import store_command_settings
     from exporter.settings import ConfigError, api_credentials, twilio_api_base
 
+    if args.verbose:  # urllib3's Retry, which does the retrying, logs each retry at debug
+        logging.getLogger("urllib3.util.retry").setLevel(logging.DEBUG)
     try:
         every = _every(args)
         _window(args, datetime.now(UTC))  # a bad --since/--until fails now, not in a loop
@@ -159,17 +161,11 @@ def _open_store(settings: Settings) -> ReconcileStore:
 def _messages_api(
     args: argparse.Namespace, credentials: ApiCredentials, api_base: str | None
 ) -> MessagesApi:
-    from exporter.reconcile.api import (
-        ApiHttpClient,
-        MessagesApi,
-        Retrier,
-        RetryPolicy,
-        make_client,
-    )
+    from exporter.reconcile.api import ApiHttpClient, MessagesApi, RetryPolicy, make_client
 
-    http_client = ApiHttpClient(api_base=api_base)
-    retrier = Retrier(http_client, RetryPolicy(attempts=args.max_attempts))
-    return MessagesApi(make_client(credentials, http_client), retrier)
+    policy = RetryPolicy(attempts=args.max_attempts)
+    http_client = ApiHttpClient(api_base=api_base, policy=policy)
+    return MessagesApi(make_client(credentials, http_client))
 
 
 def _reconciler(

@@ -5,6 +5,11 @@ batching may send one bare event: both are accepted). Message status events carr
 `Messaging.MessageStatus` schema: camelCase fields, the status in upper case, the time the
 status happened (`timestamp`), and the message's `tags`. Each event is read on its own, so
 one unusable event never costs the rest of its batch.
+
+The envelope is read here, not by the `cloudevents` SDK: the SDK parses one event, not a
+batch; it rejects an event without `source` or with an odd `time`, where only `type` and
+`data.messageSid` matter to us; and it sets a missing `time` to the moment of parsing, which
+would pass for when the status happened (Twilio's own examples omit `time`).
 """
 
 from __future__ import annotations
