@@ -21,12 +21,16 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="twilio-status-exporter" \
       org.opencontainers.image.description="Twilio StatusCallback receiver: Prometheus metrics, OpenTelemetry traces, a durable lifecycle record" \
       org.opencontainers.image.licenses="Apache-2.0"
-# A fixed numeric uid, so Kubernetes' runAsNonRoot can verify it and volumes can be chowned.
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /data \
+# A fixed numeric uid and gid, so Kubernetes' runAsNonRoot can verify them and volumes can be
+# chowned; the group is created first with that gid, or files on the volume would belong to
+# a gid that has no name in the image.
+RUN groupadd --system --gid 10001 exporter \
+    && useradd --system --no-log-init --uid 10001 --gid exporter --home-dir /data \
         --shell /usr/sbin/nologin exporter \
     && mkdir -p /data \
     && chown exporter:exporter /data
 COPY --from=build /opt/twilio-status-exporter /opt/twilio-status-exporter
+COPY deploy/docker/healthcheck.py /opt/twilio-status-exporter/healthcheck.py
 # The embedded store lives on the volume (set a postgresql:// URL to share one database
 # between replicas instead). The per-worker metric files are small and rewritten constantly,
 # so a tmpfs suits them (`--tmpfs /tmp`); they are wiped at every start.
@@ -40,8 +44,9 @@ WORKDIR /data
 USER 10001:10001
 EXPOSE 8080
 # Liveness only (/healthz): a database outage shows on /readyz and must not restart the
-# container, which would not bring the database back.
+# container, which would not bring the database back. The check asks the address the service
+# was started with (`serve --bind`, EXPORTER_BIND), not a fixed port.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+    CMD ["python", "/opt/twilio-status-exporter/healthcheck.py"]
 ENTRYPOINT ["twilio-status-exporter"]
 CMD ["serve"]
