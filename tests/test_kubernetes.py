@@ -260,3 +260,22 @@ def test_postgres_overlay_runs_replicas_on_a_store_url_from_a_secret() -> None:
     assert not any("persistentVolumeClaim" in volume for volume in volumes)
     disruption = one("postgres", "PodDisruptionBudget")["spec"]
     assert disruption["maxUnavailable"] < deployment["spec"]["replicas"]
+
+
+def test_the_readme_overlay_renders_with_the_users_image_and_namespace(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"cat > my-exporter/kustomization.yaml <<'YAML'\n(.*?)\nYAML\n", readme, re.S)
+    assert match, "the README's Kubernetes example has moved"
+    overlay = tmp_path / "my-exporter"
+    overlay.mkdir()
+    text = match.group(1).replace("../deploy/kubernetes/", f"{KUBERNETES}/")
+    (overlay / "kustomization.yaml").write_text(text)
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (deployment,) = [doc for doc in documents if doc["kind"] == "Deployment"]
+    (exporter,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert exporter["image"] == "registry.example.com/twilio-status-exporter:1.0"
+    assert {doc["metadata"]["namespace"] for doc in documents} == {"messaging"}
