@@ -8,6 +8,7 @@ checks."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -268,7 +269,10 @@ def test_the_readme_overlay_renders_with_the_users_image_and_namespace(tmp_path:
     assert match, "the README's Kubernetes example has moved"
     overlay = tmp_path / "my-exporter"
     overlay.mkdir()
-    text = match.group(1).replace("../deploy/kubernetes/", f"{KUBERNETES}/")
+    # kustomize takes only relative paths: from the temporary directory to this checkout.
+    text = match.group(1).replace(
+        "../deploy/kubernetes/", f"{os.path.relpath(KUBERNETES, overlay)}/"
+    )
     (overlay / "kustomization.yaml").write_text(text)
     result = subprocess.run(
         [kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, timeout=120
