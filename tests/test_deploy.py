@@ -1,7 +1,8 @@
-"""The container image and the compose demo, checked as far as this machine allows without a
-Docker engine: hadolint on the Dockerfile, the wheel built from exactly the build context the
-image gets, `docker-compose config`, `promtool check config` with the shipped rules, `nginx -t`,
-and the wiring between the files (ports, hosts, mounts, flags) that no single tool checks."""
+"""The container image and the compose demo, checked without a Docker engine: hadolint on the
+Dockerfile, the wheel built from exactly the build context the image gets, `docker-compose
+config`, `promtool check config` with the shipped rules, `nginx -t`, and the wiring between the
+files (ports, hosts, mounts, flags) that no single tool checks. The image itself is built and
+run in tests/integration/test_docker_image.py."""
 
 from __future__ import annotations
 
