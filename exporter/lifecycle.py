@@ -9,7 +9,7 @@ status and are never out of order. The statuses and their ranks are in `exporter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from exporter.model import RANKS, MessageState, Recorded, StatusEvent, Transition, is_final
@@ -133,6 +133,31 @@ def apply_event(
         origin=origin_of(existing, event),
     )
     return Recorded(message=next_state(existing, event, transition), transition=transition)
+
+
+# A message as a store found it: its state (None: never seen) and history (status -> time).
+Known = tuple[MessageState | None, dict[str, float]]
+
+
+def apply_all(
+    known: Mapping[str, Known], events: Sequence[StatusEvent]
+) -> tuple[list[Recorded], dict[str, MessageState]]:
+    """`apply_event` for each event in order, each seeing what the ones before it did: what
+    each did, and every message's state after the last of them (only those that changed).
+    A store reads the messages once, applies a whole batch here, and writes once."""
+    states = {sid: state for sid, (state, _) in known.items()}
+    histories = {sid: dict(history) for sid, (_, history) in known.items()}
+    recorded: list[Recorded] = []
+    changed: dict[str, MessageState] = {}
+    for event in events:
+        sid = event.message_sid
+        history = histories.setdefault(sid, {})
+        outcome = apply_event(states.get(sid), history, event)
+        if outcome.transition is not None:
+            history[event.status] = event.at
+            states[sid] = changed[sid] = outcome.message
+        recorded.append(outcome)
+    return recorded, changed
 
 
 def origin_of(existing: MessageState | None, event: StatusEvent) -> float | None:

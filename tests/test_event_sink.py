@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import replace
 
 import falcon.testing
@@ -287,16 +288,21 @@ def test_store_outage_is_503_and_records_none_of_the_delivery(
 def test_a_delivery_is_applied_all_or_none(
     settings: Settings, sqlite_store: SQLiteStore, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
-    class FailsOnSecondEvent(SQLiteStore):
+    class FailsAfterRecording(SQLiteStore):
+        """The disk fails once, after a batch's events were written, before its commit."""
+
         calls = 0
 
-        def _record(self, conn: sqlite3.Connection, event: StatusEvent) -> Recorded:
+        def _record_batch(
+            self, conn: sqlite3.Connection, events: Sequence[StatusEvent]
+        ) -> list[Recorded]:
+            recorded = super()._record_batch(conn, events)
             self.calls += 1
-            if self.calls == 2:
+            if self.calls == 1:
                 raise sqlite3.OperationalError("disk I/O error")
-            return super()._record(conn, event)
+            return recorded
 
-    store = FailsOnSecondEvent(sqlite_store.path)
+    store = FailsAfterRecording(sqlite_store.path)
     client = falcon.testing.TestClient(create_app(settings, store, telemetry))
     batch = [cloud_event(SID, "sent", T), cloud_event(sid("SM", 2), "sent", T)]
     assert deliver(client, batch).status_code == 200  # durable in the inbox

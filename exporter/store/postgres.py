@@ -47,7 +47,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
-from exporter.lifecycle import apply_event, in_flight
+from exporter.lifecycle import Known, apply_all, in_flight
 from exporter.model import (
     Backlog,
     InboxEntry,
@@ -174,23 +174,28 @@ CREATE TABLE IF NOT EXISTS span_outbox (
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 _MESSAGE_FIELDS = ", ".join(MESSAGE_COLUMNS)
-_LOCK_MESSAGE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+# Every message's lock, in the order of the (sorted) array: PostgreSQL evaluates a volatile
+# function in the output list row by row, in the order the rows come.
+_LOCK_MESSAGES = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(sid, 0)) FROM unnest(%s::text[]) AS sid"
+)
 _SELECT_MESSAGE = f"SELECT {_MESSAGE_FIELDS} FROM messages WHERE message_sid = %s"
-# The message row, locked against the sweep and the purge, with its history (status and time
-# reached, as two parallel arrays): no row means a new message, which has no events either.
-_SELECT_MESSAGE_AND_HISTORY = (
+# The messages' rows, locked against the sweep and the purge, with their histories (status
+# and time reached, as two parallel arrays): a message with no row has no events either.
+_SELECT_MESSAGES_AND_HISTORY = (
     f"SELECT {', '.join(f'm.{c}' for c in MESSAGE_COLUMNS)}, "
     "ARRAY(SELECT e.status FROM status_events e WHERE e.message_sid = m.message_sid "
     "ORDER BY e.id), "
     "ARRAY(SELECT coalesce(e.occurred_at, e.received_at) FROM status_events e "
     "WHERE e.message_sid = m.message_sid "
     "ORDER BY e.id) "
-    "FROM messages m WHERE m.message_sid = %s FOR UPDATE OF m"
+    "FROM messages m WHERE m.message_sid = ANY(%s) FOR UPDATE OF m"
 )
-# One statement for both writes: a round trip less on every accepted callback.
-_WRITE_EVENT_AND_MESSAGE = (
-    f"WITH event AS (INSERT INTO status_events (message_sid, {', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join(['%s'] * (len(EVENT_COLUMNS) + 1))})) "
+_INSERT_EVENT = (
+    f"INSERT INTO status_events (message_sid, {', '.join(EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * (len(EVENT_COLUMNS) + 1))})"
+)
+_UPSERT_MESSAGE = (
     f"INSERT INTO messages ({_MESSAGE_FIELDS}, in_flight) "
     f"VALUES ({', '.join(['%s'] * (len(MESSAGE_COLUMNS) + 1))}) "
     "ON CONFLICT (message_sid) DO UPDATE SET "
@@ -284,12 +289,7 @@ class PostgresStore(PostgresReconcile):
     ) -> list[Recorded]:
         def record(conn: psycopg.Connection[Any]) -> list[Recorded]:
             with conn.transaction():
-                # Every message's lock first, in one order for all writers (no deadlock
-                # between two batches), each its own statement: the reads below must take
-                # their snapshot after the locks are held.
-                for sid in sorted({event.message_sid for event in events}):
-                    conn.execute(_LOCK_MESSAGE, (sid,))
-                recorded = [self._record(conn, event) for event in events]
+                recorded = self._record_batch(conn, events)
                 if consumed:
                     conn.execute("DELETE FROM inbox WHERE id = ANY(%s)", (list(consumed),))
                 if spans is not None:
@@ -298,24 +298,31 @@ class PostgresStore(PostgresReconcile):
 
         return self._run(record)
 
-    def _record(self, conn: psycopg.Connection[Any], event: StatusEvent) -> Recorded:
-        """Apply one event, in the caller's transaction, under its message's lock."""
-        sid = event.message_sid
-        row = conn.execute(_SELECT_MESSAGE_AND_HISTORY, (sid,)).fetchone()
-        existing = message_from_row(row[:-2]) if row else None
-        history: dict[str, float] = dict(zip(row[-2], row[-1], strict=True)) if row else {}
-        recorded = apply_event(existing, history, event)
-        if recorded.transition is not None:  # a retry or a copy writes nothing
-            state = recorded.message
-            conn.execute(
-                _WRITE_EVENT_AND_MESSAGE,
-                (
-                    sid,
-                    *event_row(event, recorded.transition),
-                    *message_row(state),
-                    in_flight(state),
-                ),
-            )
+    def _record_batch(
+        self, conn: psycopg.Connection[Any], events: Sequence[StatusEvent]
+    ) -> list[Recorded]:
+        """Apply `events` in the caller's transaction: their messages locked (in one order
+        for every writer: no deadlock between two batches) and read once, the lifecycle
+        decided in memory, the new events and changed messages written in one pipeline."""
+        sids = sorted({event.message_sid for event in events})
+        conn.execute(_LOCK_MESSAGES, (sids,))
+        # A statement of its own: its snapshot is taken once the locks are held.
+        known: dict[str, Known] = {
+            row[0]: (message_from_row(row[:-2]), dict(zip(row[-2], row[-1], strict=True)))
+            for row in conn.execute(_SELECT_MESSAGES_AND_HISTORY, (sids,))
+        }
+        recorded, changed = apply_all(known, events)
+        event_rows = [
+            (event.message_sid, *event_row(event, outcome.transition))
+            for event, outcome in zip(events, recorded, strict=True)
+            if outcome.transition is not None  # a retry or a copy writes nothing
+        ]
+        message_rows = [(*message_row(state), in_flight(state)) for state in changed.values()]
+        with conn.cursor() as cursor:
+            if event_rows:
+                cursor.executemany(_INSERT_EVENT, event_rows)
+            if message_rows:
+                cursor.executemany(_UPSERT_MESSAGE, message_rows)
         return recorded
 
     def in_flight_counts(self) -> Mapping[str, int]:

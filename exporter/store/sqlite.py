@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from exporter.lifecycle import apply_event, in_flight
+from exporter.lifecycle import Known, apply_all, in_flight
 from exporter.model import (
     Backlog,
     Checkpoint,
@@ -160,12 +160,15 @@ CREATE TABLE IF NOT EXISTS span_outbox (
 )
 _SELECT_MESSAGES = f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM messages"
 _SELECT_MESSAGE = f"{_SELECT_MESSAGES} WHERE message_sid = ?"
-_SELECT_MESSAGE_WITH_HISTORY = (
+# Messages with their history: a row per recorded status.
+_SELECT_MESSAGES_WITH_HISTORY = (
     f"SELECT {', '.join('m.' + c for c in MESSAGE_COLUMNS)}, e.status, "
     "coalesce(e.occurred_at, e.received_at) "
     "FROM messages m JOIN status_events e ON e.message_sid = m.message_sid "
-    "WHERE m.message_sid = ?"
+    "WHERE m.message_sid IN ({marks})"
 )
+# SQLite's default limit on a statement's parameters is far above this.
+_READ_CHUNK = 500
 _UPSERT_MESSAGE = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}, in_flight) "
     f"VALUES ({', '.join('?' * (len(MESSAGE_COLUMNS) + 1))}) "
@@ -243,23 +246,29 @@ class SQLiteStore:
         spans: SpanEncoder | None = None,
     ) -> list[Recorded]:
         with self._transaction() as conn:
-            # Each reads what the ones before it wrote: one transaction sees its own writes.
-            recorded = [self._record(conn, event) for event in events]
+            recorded = self._record_batch(conn, events)
             conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
             if spans is not None:
                 _queue_spans(conn, spans(events, recorded))
             return recorded
 
-    def _record(self, conn: sqlite3.Connection, event: StatusEvent) -> Recorded:
-        # One read for the message and its history: a row per recorded status.
-        rows = conn.execute(_SELECT_MESSAGE_WITH_HISTORY, (event.message_sid,)).fetchall()
-        existing = message_from_row(rows[0][:-2]) if rows else None
-        history = {row[-2]: row[-1] for row in rows}
-        recorded = apply_event(existing, history, event)
-        if recorded.transition is not None:  # a retry or a copy writes nothing
-            state = recorded.message
-            conn.execute(_INSERT_EVENT, (event.message_sid, *event_row(event, recorded.transition)))
-            conn.execute(_UPSERT_MESSAGE, (*message_row(state), in_flight(state)))
+    def _record_batch(
+        self, conn: sqlite3.Connection, events: Sequence[StatusEvent]
+    ) -> list[Recorded]:
+        """Apply `events` in the caller's transaction: one read of their messages, the
+        lifecycle decided in memory, one write of the new events and the changed messages."""
+        recorded, changed = apply_all(_known(conn, {e.message_sid for e in events}), events)
+        conn.executemany(
+            _INSERT_EVENT,
+            [
+                (event.message_sid, *event_row(event, outcome.transition))
+                for event, outcome in zip(events, recorded, strict=True)
+                if outcome.transition is not None  # a retry or a copy writes nothing
+            ],
+        )
+        conn.executemany(
+            _UPSERT_MESSAGE, [(*message_row(state), in_flight(state)) for state in changed.values()]
+        )
         return recorded
 
     def in_flight_counts(self) -> Mapping[str, int]:
@@ -538,6 +547,21 @@ class FileLeadership:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def _known(conn: sqlite3.Connection, message_sids: set[str]) -> dict[str, Known]:
+    """The messages among `message_sids` that the store has, with their histories."""
+    known: dict[str, Known] = {}
+    sids = list(message_sids)
+    for start in range(0, len(sids), _READ_CHUNK):
+        chunk = sids[start : start + _READ_CHUNK]
+        query = _SELECT_MESSAGES_WITH_HISTORY.format(marks=", ".join("?" * len(chunk)))
+        for row in conn.execute(query, chunk):
+            entry = known.get(row[0])
+            if entry is None:
+                entry = known[row[0]] = (message_from_row(row[:-2]), {})
+            entry[1][row[-2]] = row[-1]
+    return known
 
 
 def _queue_spans(conn: sqlite3.Connection, spans: Sequence[str]) -> None:

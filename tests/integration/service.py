@@ -53,10 +53,31 @@ class Service:
         query, body, headers = signed_events_request(url, events, token)
         return (session or requests).post(f"{url}?{query}", data=body, headers=headers, timeout=30)
 
-    def metrics_text(self) -> str:
+    def metrics_text(self, settled: bool = True) -> str:
+        """/metrics, by default once the ingester has applied everything answered so far
+        (counters move when a callback is applied, moments after its 200)."""
+        if settled:
+            self.wait_applied()
+        return self.scrape()
+
+    def scrape(self) -> str:
         response = requests.get(f"{self.base_url}/metrics", timeout=30)
         response.raise_for_status()
         return response.text
+
+    def wait_applied(self, timeout: float = 30.0, spans: bool = False) -> None:
+        """Wait until the inbox is empty (and, with `spans`, the span outbox too)."""
+        gauges = ["twilio_exporter_ingest_backlog_entries"]
+        if spans:
+            gauges.append("twilio_exporter_span_export_backlog_spans")
+
+        def drained() -> bool:
+            text = self.scrape()
+            values = [backlog_value(text, gauge) for gauge in gauges]
+            # No gauge at all: the store cannot be read (an outage test); nothing to wait for.
+            return all(value is None or value == 0 for value in values)
+
+        wait_for(drained, timeout=timeout, what="the ingester to apply every accepted request")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -78,6 +99,13 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def backlog_value(metrics_text: str, name: str) -> float | None:
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 def start_service(
