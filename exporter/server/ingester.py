@@ -8,11 +8,11 @@ death. The process leaves when its parent (the gunicorn master) is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -113,12 +113,16 @@ class IngesterLoop:
 class IngesterProcess:
     """The master's handle on its ingester: started when gunicorn is ready, restarted when it
     dies, stopped with the master. The settings go to the child through a pipe (pickled), as
-    `serve` parsed them: flags included, secrets never on a command line or in an environment."""
+    `serve` parsed them: flags included, secrets never on a command line or in an environment.
+
+    Spawned with posix_spawn, not subprocess: gunicorn forks workers from the master at any
+    moment, and a worker forked while subprocess waits for its child's exec would inherit
+    the pipe that wait reads, and hold it open for its whole life."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = pickle.dumps(settings)
         self._stopping = threading.Event()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -127,33 +131,54 @@ class IngesterProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pid, thread = self._pid, self._thread
+        if pid is None or thread is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        thread.join(timeout)
+        if thread.is_alive():  # it did not finish in time
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            thread.join(timeout)
 
     def _supervise(self) -> None:
         from prometheus_client import multiprocess
 
         while not self._stopping.is_set():
-            process = subprocess.Popen(
-                [sys.executable, "-m", "exporter.server.ingester"], stdin=subprocess.PIPE
-            )
-            self._process = process
-            assert process.stdin is not None
-            with process.stdin:
-                process.stdin.write(self._settings)
-            code = process.wait()
+            pid = self._pid = self._spawn()
+            code = _wait(pid)
             if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
             if self._stopping.is_set():
                 return
-            log.error("ingester exited with status %s; restarting it", code)
+            log.error("ingester (pid %d) exited with status %s; restarting it", pid, code)
             self._stopping.wait(RESTART_DELAY)
+
+    def _spawn(self) -> int:
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-m", "exporter.server.ingester"],
+                os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0)],
+            )
+        finally:
+            os.close(read_end)
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(self._settings)
+        return pid
+
+
+def _wait(pid: int) -> int | str:
+    """The child's exit code; gunicorn's arbiter reaps any child of the master that exits, so
+    it may have taken the status first."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "unknown (reaped by gunicorn)"
+    return os.waitstatus_to_exitcode(status)
 
 
 def main() -> int:

@@ -9,8 +9,8 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable
-from urllib.parse import parse_qs
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families

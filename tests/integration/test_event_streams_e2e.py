@@ -139,6 +139,7 @@ def check_counts(
 def test_both_inputs_for_the_same_messages_count_each_status_once(service: Service) -> None:
     reports = ground_truth()
     assert set(send([service], reports)) == {200}
+    service.wait_applied()
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
         query = "SELECT message_sid, status, source, occurred_at FROM status_events"
         stored = db.execute(query).fetchall()
@@ -151,6 +152,7 @@ def test_both_inputs_across_replicas_sharing_postgres(
     replicas = [service_factory(workers=2, store_url=postgres_url) for _ in range(2)]
     reports = ground_truth(seed=12)
     assert set(send(replicas, reports)) == {200}
+    replicas[0].wait_applied()
     with psycopg.connect(postgres_url) as db:
         query = "SELECT message_sid, status, source, occurred_at FROM status_events"
         stored = db.execute(query).fetchall()
@@ -201,6 +203,7 @@ def test_show_prints_when_each_event_happened(
     sent_at = time.time() - 120
     event = cloud_event(message, "sent", iso(sent_at), tags={"campaign": "es"})
     assert service.post_events([event]).status_code == 200
+    service.wait_applied()
     output = run_cli("show", message, "--store", service.store_url)
     assert "status=sent" in output and "campaign=es" in output
     assert "event_stream" in output

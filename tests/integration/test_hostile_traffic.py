@@ -28,6 +28,7 @@ def raw_request(service: Service, payload: bytes, read_timeout: float = 30) -> b
 
 
 def stored_events(service: Service) -> int:
+    service.wait_applied()
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
         count: int = db.execute("SELECT count(*) FROM status_events").fetchone()[0]
         return count
@@ -96,6 +97,7 @@ def test_repeated_keys_are_signed_as_sent_and_the_first_value_recorded(service: 
     signature = RequestValidator("12345").compute_signature(url, parse_form(body))
     headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
     assert requests.post(url, data=body, headers=headers, timeout=10).status_code == 200
+    service.wait_applied()
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
         assert db.execute("SELECT status FROM status_events").fetchall() == [("sent",)]
 

@@ -69,6 +69,7 @@ def test_concurrent_callbacks_are_recorded_and_counted_exactly_once(service: Ser
 
     distinct = set(callbacks)
     duplicates = len(callbacks) - len(distinct)
+    service.wait_applied()
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
         stored = db.execute("SELECT message_sid, status FROM status_events").fetchall()
         current = dict(db.execute("SELECT message_sid, status FROM messages").fetchall())
@@ -101,6 +102,7 @@ def test_bad_signature_is_rejected_and_nothing_is_recorded(service: Service) -> 
     assert response.status_code == 403
     unsigned = requests.post(service.status_url, data={"MessageSid": sid("SM", 1)}, timeout=10)
     assert unsigned.status_code == 403
+    service.wait_applied()
     with sqlite3.connect(service.store_url.removeprefix("sqlite:///")) as db:
         assert db.execute("SELECT count(*) FROM status_events").fetchone() == (0,)
     metrics = samples(service.metrics_text())

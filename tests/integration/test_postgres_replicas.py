@@ -48,6 +48,7 @@ def test_replicas_sharing_postgres_record_and_count_each_status_once(
 
     distinct = set(callbacks)
     duplicates = len(callbacks) - len(distinct)
+    replicas[0].wait_applied()  # one ingester applies what every replica accepted
     with psycopg.connect(postgres_url) as db:
         stored = db.execute("SELECT message_sid, status FROM status_events").fetchall()
         current = dict(db.execute("SELECT message_sid, status FROM messages").fetchall())
@@ -65,8 +66,11 @@ def test_replicas_sharing_postgres_record_and_count_each_status_once(
         assert total("twilio_message_status_total", status=status) == expected, status
     assert total("twilio_status_callbacks_total", outcome="accepted") == len(distinct)
     assert total("twilio_status_callbacks_total", outcome="duplicate") == duplicates
-    # Both replicas did real work: the split was not accidentally one-sided.
-    assert all(value(s, "twilio_status_callbacks_total", outcome="accepted") > 0 for s in scrapes)
+    # Both replicas took callbacks (the split was not one-sided); one ingester applied them.
+    assert all(
+        value(s, "twilio_status_callback_request_duration_seconds_count") > 0 for s in scrapes
+    )
+    assert [value(s, "twilio_exporter_ingester_leader") for s in scrapes] in ([1, 0], [0, 1])
     # The in-flight gauge is read from the shared database: every replica sees all of it.
     assert [value(s, "twilio_messages_in_flight") for s in scrapes] == [0, 0]
     shown = run_cli("show", sid("SM", 7), "--store", postgres_url)
