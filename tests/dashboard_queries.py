@@ -47,6 +47,17 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "twilio_exporter_signature_validation_enabled": ("gauge", frozenset()),
     "twilio_exporter_store_errors_total": ("counter", frozenset({"operation"})),
     "twilio_exporter_spans_dropped_total": ("counter", frozenset()),
+    # The write path: the inbox the ingester applies and the span outbox the shipper exports.
+    # The backlog gauges are read from the store at scrape time (the same on every replica).
+    "twilio_exporter_ingest_backlog_entries": ("gauge", frozenset()),
+    "twilio_exporter_ingest_backlog_seconds": ("gauge", frozenset()),
+    "twilio_exporter_ingest_lag_seconds": ("histogram", frozenset()),
+    "twilio_exporter_ingest_batches_total": ("counter", frozenset()),
+    "twilio_exporter_ingester_leader": ("gauge", frozenset()),
+    "twilio_exporter_span_export_backlog_spans": ("gauge", frozenset()),
+    "twilio_exporter_span_export_backlog_seconds": ("gauge", frozenset()),
+    "twilio_exporter_spans_exported_total": ("counter", frozenset()),
+    "twilio_exporter_span_export_failures_total": ("counter", frozenset()),
     # Reconcile runs' figures, read from the store at scrape time (exporter/telemetry/metrics.py).
     "twilio_reconcile_messages_total": ("counter", frozenset({"result"})),
     "twilio_reconcile_runs_total": ("counter", frozenset({"outcome"})),

@@ -316,6 +316,28 @@ def test_panels_added_later_keep_the_ids_of_the_panels_before() -> None:
     assert ids["Event Streams requests by outcome"] > 19
 
 
+def test_health_shows_the_write_path() -> None:
+    """Issue #14: ingest backlog and its age, ingest lag, span export backlog and its age,
+    exports against failures, and the ingester count (exactly 1 per deployment)."""
+    ingesters = _panel(HEALTH, "Ingesters")
+    assert "sum by (job) (twilio_exporter_ingester_leader" in _exprs(ingesters)
+    steps = ingesters["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps] == [(None, "red"), (1, "green"), (2, "red")]
+    shown = set().union(*(dq.metric_names(q.expr) for q in dq.panel_queries()))
+    assert {
+        "twilio_exporter_ingest_backlog_entries",
+        "twilio_exporter_ingest_backlog_seconds",
+        "twilio_exporter_ingest_lag_seconds_bucket",
+        "twilio_exporter_span_export_backlog_spans",
+        "twilio_exporter_span_export_backlog_seconds",
+        "twilio_exporter_spans_exported_total",
+        "twilio_exporter_span_export_failures_total",
+        "twilio_exporter_ingester_leader",
+    } <= shown
+    assert _panel(HEALTH, "Ingest backlog age")["fieldConfig"]["defaults"]["unit"] == "s"
+    assert _panel(HEALTH, "Span export backlog")["fieldConfig"]["defaults"]["unit"] == "short"
+
+
 def test_every_event_streams_metric_is_on_a_dashboard() -> None:
     shown = set().union(*(dq.metric_names(q.expr) for q in dq.panel_queries()))
     assert {"twilio_stream_requests_total", "twilio_stream_events_total"} <= shown

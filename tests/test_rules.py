@@ -30,6 +30,9 @@ REQUIRED_ALERTS = {
     "TwilioInvalidSignatureBurst",  # on either input: callbacks and Event Streams
     "TwilioStreamEventsMalformed",  # Event Streams events or requests rejected as malformed
     "TwilioSignatureValidationDisabled",
+    "TwilioExporterIngestBacklogGrowing",  # accepted requests not applied
+    "TwilioExporterNoIngester",  # no replica holds the ingester lock
+    "TwilioExporterSpanExportBehind",  # spans queued, the collector down
     "TwilioStatusExporterDown",  # up == 0
     "TwilioStatusExporterAbsent",  # absent(up)
 }
@@ -168,15 +171,29 @@ def test_rules_keep_the_job_label_so_deployments_stay_apart() -> None:
             assert "job" in clause, f"{rule.get('alert') or rule['record']}: sum by ({clause})"
 
 
-def test_in_flight_gauge_is_aggregated_with_max_not_sum() -> None:
+# Gauges read from the (shared) store at scrape time: every replica reports the same number.
+STORE_WIDE_GAUGES = (
+    r"twilio_messages_in_flight|twilio_exporter_ingest_backlog_\w+"
+    r"|twilio_exporter_span_export_backlog_\w+"
+)
+
+
+def test_store_wide_gauges_are_aggregated_with_max_not_sum() -> None:
     """Every replica reports the store-wide count, so summing replicas would multiply it."""
+    aggregated = re.compile(rf"(\w+)(?: by \([^)]*\))?\s*\(\s*(?:{STORE_WIDE_GAUGES})\b")
     for _, rule in dq.rules():
-        for match in re.finditer(
-            r"(\w+)(?: by \([^)]*\))?\s*\(\s*twilio_messages_in_flight", rule["expr"]
-        ):
+        for match in aggregated.finditer(rule["expr"]):
             assert match.group(1) == "max", rule.get("alert") or rule["record"]
     for query in dq.panel_queries():
-        for match in re.finditer(
-            r"(\w+)(?: by \([^)]*\))?\s*\(\s*twilio_messages_in_flight", query.expr
-        ):
+        for match in aggregated.finditer(query.expr):
             assert match.group(1) == "max", str(query)
+
+
+def test_no_ingester_alert_does_not_need_the_leader_gauge_to_exist() -> None:
+    """A deployment where no process reports the leader gauge at all must fire too, and a
+    takeover (one scrape without a leader) must not: it starts from the replicas and looks
+    at the leader over a window longer than a scrape interval."""
+    (alert,) = [a for a in dq.alerts() if a["alert"] == "TwilioExporterNoIngester"]
+    assert alert["expr"].lstrip().startswith("count by (job) (twilio_exporter_build_info)")
+    assert "unless on (job)" in alert["expr"]
+    assert "max_over_time(twilio_exporter_ingester_leader[" in alert["expr"]

@@ -1,5 +1,5 @@
-"""Twilio / Exporter health: targets, version, validation, inputs, requests, latency,
-dependencies."""
+"""Twilio / Exporter health: targets, version, validation, inputs, requests, latency, the
+write path (ingest and span export backlogs), dependencies."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from generator.grafana import (
     dashboard_link,
     heatmap,
     layout,
+    override,
     quantiles,
     row,
     stat,
@@ -43,6 +44,13 @@ STATUS_CALLBACK, EVENT_STREAMS = "StatusCallback", "Event Streams"
 # the panels below them do not move.
 INPUTS_ROW_ID, BY_INPUT_ID, DUPLICATES_BY_INPUT_ID = 20, 21, 22
 STREAM_REQUESTS_ID, STREAM_EVENTS_ID = 23, 24
+WRITE_PATH_ROW_ID, INGESTERS_ID, INGESTER_BY_REPLICA_ID = 25, 26, 27
+INGEST_BACKLOG_ID, INGEST_BACKLOG_AGE_ID, INGEST_LAG_ID = 28, 29, 30
+SPAN_BACKLOG_ID, SPAN_BACKLOG_AGE_ID, SPAN_EXPORT_ID = 31, 32, 33
+# The backlog gauges are read from the store at scrape time: every replica sharing a store
+# reports the same store-wide figure, so they are aggregated with max, never sum.
+INGEST_BACKLOG_AGE = thresholds((None, GREEN), (10, ORANGE), (60, RED))  # alert: > 60 s
+SPAN_BACKLOG_AGE = thresholds((None, GREEN), (60, ORANGE), (600, RED))  # alert: > 10 min
 
 
 def both_inputs(fn: str, selector: str, window: str) -> str:
@@ -302,11 +310,149 @@ def handler_latency_heatmap() -> Json:
     )
 
 
+def ingesters() -> Json:
+    return stat(
+        "Ingesters",
+        "Processes holding the ingester lock, per job: exactly 1 in a healthy deployment (one "
+        "ingester applies the inbox for all replicas; a standby takes over within seconds). "
+        "0 means nothing applies the accepted requests. Alert: TwilioExporterNoIngester.",
+        [
+            target(
+                f"sum by (job) (twilio_exporter_ingester_leader{{{JOB}}})",
+                "{{job}}",
+                instant=True,
+            )
+        ],
+        "short",
+        thresholds((None, RED), (1, GREEN), (2, RED)),
+        text_mode="value_and_name",
+        decimals=0,
+    )
+
+
+def ingester_by_replica() -> Json:
+    return timeseries(
+        "Ingester by replica",
+        "1 on the replica whose ingester process holds the lock, 0 on the standbys: shows "
+        "which replica applies the inbox and when the lock moved (a restart, a lost store "
+        "connection).",
+        [
+            target(
+                f"max by (instance) (twilio_exporter_ingester_leader{{{JOB}}})",
+                "{{instance}}",
+            )
+        ],
+        "short",
+        maximum=1,
+    )
+
+
+def ingest_backlog() -> Json:
+    return timeseries(
+        "Ingest backlog",
+        "Webhook requests answered 200 and not yet applied (read from the store at scrape "
+        "time; every replica reports the same store-wide number). Near 0 while the ingester "
+        "keeps up; a steady climb means it is down, stuck or overwhelmed.",
+        [
+            target(
+                f"max by (job) (twilio_exporter_ingest_backlog_entries{{{JOB}}})",
+                "{{job}}",
+            )
+        ],
+        "short",
+    )
+
+
+def ingest_backlog_age() -> Json:
+    return timeseries(
+        "Ingest backlog age",
+        "Age of the oldest webhook request not yet applied (0 when none waits): how far "
+        "every delivery figure and alert is behind. Alert: TwilioExporterIngestBacklogGrowing "
+        "(over 60 s for 5 minutes).",
+        [
+            target(
+                f"max by (job) (twilio_exporter_ingest_backlog_seconds{{{JOB}}})",
+                "{{job}}",
+            )
+        ],
+        "s",
+        INGEST_BACKLOG_AGE,
+        line_thresholds=True,
+    )
+
+
+def ingest_lag() -> Json:
+    return timeseries(
+        "Ingest lag (p50, p90, p99)",
+        "Time from a webhook request's 200 to its events being applied (lifecycle updated, "
+        "counted, spans queued). Empty until the first request is applied.",
+        quantiles("twilio_exporter_ingest_lag_seconds", JOB),
+        "s",
+        INGEST_BACKLOG_AGE,
+        line_thresholds=True,
+    )
+
+
+def span_export_backlog() -> Json:
+    return timeseries(
+        "Span export backlog",
+        "Spans queued in the store and not yet exported (every replica reports the same "
+        "store-wide number). They stay queued while the collector is down and are sent "
+        "when it is back, unless retention (EXPORTER_RETENTION) purges them first. 0 "
+        "without tracing.",
+        [
+            target(
+                f"max by (job) (twilio_exporter_span_export_backlog_spans{{{JOB}}})",
+                "{{job}}",
+            )
+        ],
+        "short",
+    )
+
+
+def span_export_backlog_age() -> Json:
+    return timeseries(
+        "Span export backlog age",
+        "Age of the oldest span not yet exported (0 when none waits): how far traces are "
+        "behind. Alert: TwilioExporterSpanExportBehind (over 10 minutes for 10 minutes).",
+        [
+            target(
+                f"max by (job) (twilio_exporter_span_export_backlog_seconds{{{JOB}}})",
+                "{{job}}",
+            )
+        ],
+        "s",
+        SPAN_BACKLOG_AGE,
+        line_thresholds=True,
+    )
+
+
+def span_export() -> Json:
+    return timeseries(
+        "Spans exported and export failures",
+        "Spans the collector accepted per second, and failed export attempts per second "
+        "(collector down or refusing; the spans stay queued and are sent again).",
+        [
+            target(
+                f"sum(rate(twilio_exporter_spans_exported_total{{{JOB}}}{RI}))", "exported", "A"
+            ),
+            target(
+                f"sum(rate(twilio_exporter_span_export_failures_total{{{JOB}}}{RI}))",
+                "failed attempts",
+                "B",
+            ),
+        ],
+        "cps",
+        overrides=[override("failed attempts", color={"mode": "fixed", "fixedColor": RED})],
+    )
+
+
 def store_errors() -> Json:
     return timeseries(
         "Store errors by operation",
-        "Failed store operations per second: record (callback writes), read "
-        "(scrape-time in-flight counts), sweep (stale marking).",
+        "Failed store operations per second: record (requests appended to the inbox, "
+        "answered 503), ingest (the ingester applying the inbox), read (scrape-time "
+        "counts), sweep (stale marking, retention).",
         [
             target(
                 f"sum by (operation) (rate(twilio_exporter_store_errors_total{{{JOB}}}{RI}))",
@@ -321,8 +467,9 @@ def store_errors() -> Json:
 def spans_dropped() -> Json:
     return timeseries(
         "Spans dropped",
-        "Spans the OTLP exporter could not deliver, per second. Callbacks are "
-        "unaffected; traces are incomplete.",
+        "Spans lost, per second: they could not be built, or retention purged them before "
+        "they were exported. Callbacks are unaffected; traces are incomplete. Export "
+        "failures alone lose nothing (Span export backlog).",
         [target(f"sum(rate(twilio_exporter_spans_dropped_total{{{JOB}}}{RI}))", "dropped")],
         "cps",
         ANY_IS_BAD,
@@ -403,6 +550,19 @@ def build() -> Json:
                 (with_id(STREAM_EVENTS_ID, stream_events_by_type_and_outcome()), 12, 8),
             ],
             [(handler_latency(), 12, 8), (handler_latency_heatmap(), 12, 8)],
+            [(with_id(WRITE_PATH_ROW_ID, row("Write path")), 24, 1)],
+            [
+                (with_id(INGESTERS_ID, ingesters()), 4, 8),
+                (with_id(INGESTER_BY_REPLICA_ID, ingester_by_replica()), 6, 8),
+                (with_id(INGEST_BACKLOG_ID, ingest_backlog()), 7, 8),
+                (with_id(INGEST_BACKLOG_AGE_ID, ingest_backlog_age()), 7, 8),
+            ],
+            [
+                (with_id(INGEST_LAG_ID, ingest_lag()), 6, 8),
+                (with_id(SPAN_BACKLOG_ID, span_export_backlog()), 6, 8),
+                (with_id(SPAN_BACKLOG_AGE_ID, span_export_backlog_age()), 6, 8),
+                (with_id(SPAN_EXPORT_ID, span_export()), 6, 8),
+            ],
             [(row("Dependencies"), 24, 1)],
             [(store_errors(), 8, 8), (spans_dropped(), 8, 8), (scrape_duration(), 8, 8)],
             [(row("Reconciliation"), 24, 1)],
@@ -414,7 +574,8 @@ def build() -> Json:
         "Twilio / Exporter health",
         "twilio-status-exporter's own health: targets, version, signature validation, its "
         "inputs (StatusCallback, Event Streams, reconcile polls), requests and rejects by "
-        "reason, handler latency, store errors, dropped spans and reconciliation with "
+        "reason, handler latency, the write path (ingester, ingest and span export "
+        "backlogs, ingest lag), store errors, dropped spans and reconciliation with "
         "Twilio's API.",
         panels,
         variables(),

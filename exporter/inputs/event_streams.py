@@ -47,8 +47,9 @@ STATUS_OF_TYPE: Mapping[str, str] = {
 # Label values of twilio_stream_events_total{type}: the types above and the sink's test event.
 KNOWN_TYPES = frozenset({*STATUS_OF_TYPE, SINK_TEST})
 OTHER = "other"
-# A bound on the work one request can ask for (Twilio's batches are far smaller).
-MAX_EVENTS = 1000
+# A bound on the work one request can ask for: as many events as the largest accepted body
+# can hold at their smallest (a real batch is far smaller, and never refused for its size).
+MAX_EVENTS = 20_000
 # Event fields never stored: the message text is the sender's content, not delivery data.
 UNSTORED_FIELDS = frozenset({"body"})
 

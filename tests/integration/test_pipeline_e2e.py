@@ -156,6 +156,7 @@ def test_real_prometheus_computes_the_delivery_rate(
 def test_show_prints_the_recorded_lifecycle(service: Service, run_cli: Callable[..., str]) -> None:
     service.post_callback(callback_params(sid("SM", 5), "sent"), query="tag.campaign=bf")
     service.post_callback(callback_params(sid("SM", 5), "delivered"))
+    service.wait_applied()
     output = run_cli("show", sid("SM", 5), "--store", service.store_url)
     assert "status=delivered" in output and "campaign=bf" in output
     assert output.index(" sent ") < output.index(" delivered ")
