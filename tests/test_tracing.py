@@ -519,7 +519,6 @@ def test_tracing_config_defaults_follow_the_specification() -> None:
     config = TracingConfig.from_env({})
     assert config.exporters == ("otlp",)
     assert config.protocol == "http/protobuf"
-    assert config.max_queue_size == 2048
     assert config.export_timeout == 5.0
 
 
@@ -553,12 +552,6 @@ def test_tracing_config_reads_the_standard_variables(
     [
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
-        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
-        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY"),
-        (
-            {"OTEL_BSP_MAX_QUEUE_SIZE": "10", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "20"},
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-        ),
         ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
     ],
 )

@@ -236,24 +236,4 @@ def test_spans_and_events_survive_sigkill_of_ingester_worker_and_service(
         second.wait_applied(spans=True)
         assert sorted(stored(second)) == sorted(sent)  # every one, once
         check_spans(receiver.spans(), expected)  # at least once, same ids
-        from collections import Counter
-
-        dup = sum(1 for n in Counter(x.span_id for x in receiver.spans()).values() if n > 1)
-        print(
-            "DIAG sent",
-            len(sent),
-            "ack",
-            len(acknowledged),
-            "records",
-            len(records),
-            "expected",
-            len(expected),
-            "received",
-            len(receiver.spans()),
-            "dups",
-            dup,
-            "killed",
-            killed,
-        )
-        print("\n".join([l for l in first.log().splitlines() if "ingester" in l][-8:]))
     assert "Traceback" not in second.log()

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exporter.settings import ConfigError, env_int
+from exporter.settings import ConfigError
 
 EXPORTERS = ("otlp", "console")
 # The OpenTelemetry specification: "the default transport SHOULD be http/protobuf". The Python
@@ -19,22 +19,19 @@ EXPORTERS = ("otlp", "console")
 # Tempo's documented defaults work with either: 4318 for HTTP, 4317 for gRPC).
 DEFAULT_PROTOCOL = "http/protobuf"
 PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_MAX_QUEUE_SIZE = 2048  # the SDK's default for OTEL_BSP_MAX_QUEUE_SIZE
-DEFAULT_MAX_EXPORT_BATCH_SIZE = 512  # the SDK's default for OTEL_BSP_MAX_EXPORT_BATCH_SIZE
 # Export requests give up after this many seconds unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT
-# says otherwise (the SDK's 10 s keeps a dead collector's retries holding the export thread,
-# and the queue, twice as long; a healthy collector answers far sooner).
+# says otherwise (a healthy collector answers far sooner; the spans of a failed export stay
+# queued in the store and are sent again).
 DEFAULT_EXPORT_TIMEOUT_SECONDS = 5.0
 _TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
 class TracingConfig:
-    """Which span exporters to run and how much they may hold back."""
+    """Which span exporters to run, over which protocol."""
 
     exporters: tuple[str, ...] = ("otlp",)
     protocol: str = DEFAULT_PROTOCOL
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     # None: the exporter reads OTEL_EXPORTER_OTLP_TRACES_TIMEOUT / OTEL_EXPORTER_OTLP_TIMEOUT.
     export_timeout: float | None = DEFAULT_EXPORT_TIMEOUT_SECONDS
 
@@ -51,7 +48,6 @@ class TracingConfig:
         return cls(
             exporters=_exporters(env.get("OTEL_TRACES_EXPORTER", "")),
             protocol=_protocol(env),
-            max_queue_size=_queue_sizes(env),
             export_timeout=_export_timeout(env),
         )
 
@@ -78,20 +74,6 @@ def _protocol(env: Mapping[str, str]) -> str:
             )
         return value
     return DEFAULT_PROTOCOL
-
-
-def _queue_sizes(env: Mapping[str, str]) -> int:
-    """OTEL_BSP_MAX_QUEUE_SIZE, after checking every OTEL_BSP_* value the SDK would reject."""
-    queue = env_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE, 1)
-    batch = env_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE, 1)
-    env_int(env, "OTEL_BSP_SCHEDULE_DELAY", 1, 1)
-    env_int(env, "OTEL_BSP_EXPORT_TIMEOUT", 1, 1)
-    if batch > queue:
-        raise ConfigError(
-            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-            f"{batch} is larger than OTEL_BSP_MAX_QUEUE_SIZE ({queue}); lower it or raise that",
-        )
-    return queue
 
 
 def _export_timeout(env: Mapping[str, str]) -> float | None:
