@@ -386,3 +386,34 @@ def test_invalid_signature_burst_alert_fires(run: Run) -> None:
     alerts = {a["labels"]["alertname"] for a in run.api("alerts")["alerts"]}
     assert "TwilioStatusExporterDown" not in alerts
     assert "TwilioSignatureValidationDisabled" not in alerts
+
+
+def test_one_ingester_applies_everything_and_the_write_path_alerts_stay_quiet(run: Run) -> None:
+    """What the Write path row shows after a healthy run: one ingester for the deployment,
+    every accepted request applied, and the ingest lag observed."""
+    leaders = _by_label(
+        run, f'sum by (job) (twilio_exporter_ingester_leader{{job="{JOB}"}})', "job"
+    )
+    assert leaders == {JOB: 1}
+    wait_for(
+        lambda: (
+            _by_label(
+                run, f'max by (job) (twilio_exporter_ingest_backlog_entries{{job="{JOB}"}})', "job"
+            )
+            == {JOB: 0}
+        ),
+        timeout=30,
+        what="the ingest backlog to be worked off",
+    )
+    applied = run.query(
+        f'sum(twilio_exporter_ingest_lag_seconds_count{{job="{JOB}"}})', instant=True
+    )
+    assert float(applied[0]["value"][1]) > 0
+    firing = {
+        a["labels"]["alertname"] for a in run.api("alerts")["alerts"] if a["state"] == "firing"
+    }
+    assert not firing & {
+        "TwilioExporterIngestBacklogGrowing",
+        "TwilioExporterNoIngester",
+        "TwilioExporterSpanExportBehind",
+    }
