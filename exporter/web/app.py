@@ -3,13 +3,17 @@ environment)."""
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import falcon
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -92,10 +96,31 @@ class MetricsResource:
             return self._telemetry.registry
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, self._worker_files)  # type: ignore[no-untyped-call]
+        registry.register(WorkerFiles(self._worker_files))
         for collector in self._store_collectors:
             registry.register(collector)
         return registry
+
+
+class WorkerFiles(MultiProcessCollector):
+    """Every process's metric files merged, as the library's collector does, less the files
+    still empty: a process that has just created its file (or died right then) leaves it at
+    zero bytes for a moment, or for good, and the library fails the whole scrape on it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None, path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        files = glob.glob(os.path.join(self._path, "*.db"))
+        written = [name for name in files if _size(name) > 0]
+        return self.merge(written, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # removed since it was listed: a process marked dead
+        return 0
 
 
 class CallbackTiming:

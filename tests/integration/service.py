@@ -83,8 +83,21 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children, less its ingester process."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
+        pids = [int(pid) for pid in children.read_text().split()]
+        return [pid for pid in pids if pid != self.ingester_pid()]
+
+    def ingester_pid(self) -> int | None:
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                try:
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue  # gone since it was listed
+                if b"exporter.server.ingester" in command:
+                    return int(pid)
+        return None
 
     def kill(self) -> None:
         """SIGKILL the master and every worker at once: a crash, not a shutdown."""

@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service import Service, cli_command
-from tests.support import AUTH_TOKEN, callback_params, free_port, sid
+from tests.support import AUTH_TOKEN, callback_params, free_port, sid, wait_for
 
 
 def accepted_callbacks(service: Service) -> float:
@@ -32,7 +32,8 @@ def test_serve_listens_where_exporter_bind_says(service_factory: Callable[..., S
     )
 
     assert requests.get(f"{service.base_url}/healthz", timeout=10).status_code == 200
-    assert len(service.worker_pids()) == 2
+    # /readyz answers once one worker is up; gunicorn boots the second a moment later.
+    wait_for(lambda: len(service.worker_pids()) == 2, what="two workers")
 
 
 def test_flags_reach_the_forked_workers_without_the_environment(
