@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from prometheus_client import multiprocess
+
 from exporter.ingest.applier import Applier
 from exporter.ingest.ingester import Ingester
 from exporter.ingest.outcomes import Outcomes
@@ -143,8 +145,8 @@ class IngesterProcess:
             thread.join(timeout)
 
     def _supervise(self) -> None:
-        from prometheus_client import multiprocess
-
+        # No import may happen in this thread: a worker forked by the main thread while this
+        # one held a module's import lock would inherit it held, and hang at its next import.
         while not self._stopping.is_set():
             pid = self._pid = self._spawn()
             code = _wait(pid)
