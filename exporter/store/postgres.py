@@ -1,20 +1,20 @@
 """The scale-out store: PostgreSQL shared by any number of replicas, each with several workers.
 
-Transactions. `record` takes a transaction-scoped advisory lock on the MessageSid
-(`pg_advisory_xact_lock(hashtextextended(sid, 0))`), then runs the SQLite store's steps:
-read the message (`FOR UPDATE`) and its history, `decide`, insert the event, upsert the
-message. The lock serialises every writer of one message across all replicas, including the
-very first event, when there is no message row yet to lock: two first callbacks (say
-`queued` and `sent`) arriving together would otherwise both see "new message" and the second
-upsert would overwrite the first. A unique constraint and a row gate alone (`INSERT ... ON
-CONFLICT DO NOTHING` plus `FOR UPDATE`) would catch a repeated (message, status) but not that.
-Writers of different messages never wait for each other (a hash collision only serialises two
-messages), and the lock is released by COMMIT or ROLLBACK, even if the connection dies. The
-UNIQUE (message_sid, status) constraint stays as the backstop. `FOR UPDATE` on the message row
-orders `record` against the stale sweep and the purge, which claim rows with `FOR UPDATE SKIP
-LOCKED`: a message being written is skipped (it is not stale), and a message being swept is
-read by `record` only once the sweep committed. Five round trips per accepted callback:
-BEGIN, the lock, one read (message and history), one write (event and message), COMMIT.
+Transactions. `record_all` (the ingester's batches, reconcile's polls) first takes a
+transaction-scoped advisory lock on each MessageSid of the batch
+(`pg_advisory_xact_lock(hashtextextended(sid, 0))`, in sorted order, so two batches never
+deadlock), then reads the messages (`FOR UPDATE`) and their histories in one statement,
+decides the lifecycle in memory and writes the new events and changed messages. The locks
+serialise every writer of one message, including its very first event, when there is no
+message row yet to lock: two first callbacks (say `queued` and `sent`) applied together
+would otherwise both see "new message" and the second upsert would overwrite the first. A
+unique constraint and a row gate alone (`INSERT ... ON CONFLICT DO NOTHING` plus `FOR
+UPDATE`) would catch a repeated (message, status) but not that. Writers of different messages
+never wait for each other (a hash collision only serialises two messages), and the locks are
+released by COMMIT or ROLLBACK, even if the connection dies. The UNIQUE (message_sid, status)
+constraint stays as the backstop. `FOR UPDATE` on the message rows orders a batch against
+the stale sweep and the purge, which claim rows with `FOR UPDATE SKIP LOCKED`. A webhook
+request costs one round trip: its append to the inbox, in autocommit.
 
 Fork safety. gunicorn forks workers after the master has opened (and closed) the store to
 run migrations. The pool is opened lazily, on first use, in the process that uses it; a pool
@@ -47,7 +47,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
-from exporter.lifecycle import Known, apply_all, in_flight
+from exporter.lifecycle import Known, apply_all
 from exporter.model import (
     Backlog,
     InboxEntry,
@@ -63,9 +63,8 @@ from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     event_from_row,
-    event_row,
     message_from_row,
-    message_row,
+    written_rows,
 )
 from exporter.store.statements import (
     APPEND,
@@ -88,7 +87,8 @@ POOL_TIMEOUT = 3.0  # wait for a pooled connection; only a down server makes any
 STATEMENT_TIMEOUT_MS = 5000  # far beyond any callback's statements: a stuck server
 # A worker killed mid-transaction must not keep a message locked for long.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30000
-# A sync worker uses one connection per request, plus the sweeper thread and a scrape.
+# A sync worker uses one connection per request, plus a scrape; the ingester one more for
+# the span shipper.
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 4
 # psycopg_pool backs off exponentially while the server is down; giving up after a few
@@ -312,12 +312,7 @@ class PostgresStore(PostgresReconcile):
             for row in conn.execute(_SELECT_MESSAGES_AND_HISTORY, (sids,))
         }
         recorded, changed = apply_all(known, events)
-        event_rows = [
-            (event.message_sid, *event_row(event, outcome.transition))
-            for event, outcome in zip(events, recorded, strict=True)
-            if outcome.transition is not None  # a retry or a copy writes nothing
-        ]
-        message_rows = [(*message_row(state), in_flight(state)) for state in changed.values()]
+        event_rows, message_rows = written_rows(events, recorded, changed)
         with conn.cursor() as cursor:
             if event_rows:
                 cursor.executemany(_INSERT_EVENT, event_rows)

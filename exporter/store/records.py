@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from exporter.model import EventRecord, MessageState, StatusEvent, Transition
+from exporter.lifecycle import in_flight
+from exporter.model import EventRecord, MessageState, Recorded, StatusEvent, Transition
 
 # json.dumps with options builds a new encoder on every call; this one is built once, and
 # writes exactly what json.dumps(..., separators, ensure_ascii) would.
@@ -101,6 +102,22 @@ def event_row(event: StatusEvent, transition: Transition) -> tuple[Any, ...]:
         _params_json(dict(event.params)),
         event.query,
     )
+
+
+def written_rows(
+    events: Sequence[StatusEvent],
+    recorded: Sequence[Recorded],
+    changed: Mapping[str, MessageState],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """What a batch writes: a status_events row (message_sid first) per event that was not a
+    duplicate, and a messages row (in_flight last) per message it changed."""
+    event_rows = [
+        (event.message_sid, *event_row(event, outcome.transition))
+        for event, outcome in zip(events, recorded, strict=True)
+        if outcome.transition is not None  # a retry or a copy writes nothing
+    ]
+    message_rows = [(*message_row(state), in_flight(state)) for state in changed.values()]
+    return event_rows, message_rows
 
 
 def event_from_row(row: Sequence[Any]) -> EventRecord:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
-from exporter.lifecycle import Known, apply_all, in_flight
+from exporter.lifecycle import Known, apply_all
 from exporter.model import (
     Backlog,
     Checkpoint,
@@ -37,9 +37,8 @@ from exporter.store.records import (
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     event_from_row,
-    event_row,
     message_from_row,
-    message_row,
+    written_rows,
 )
 from exporter.store.statements import (
     APPEND,
@@ -258,17 +257,9 @@ class SQLiteStore:
         """Apply `events` in the caller's transaction: one read of their messages, the
         lifecycle decided in memory, one write of the new events and the changed messages."""
         recorded, changed = apply_all(_known(conn, {e.message_sid for e in events}), events)
-        conn.executemany(
-            _INSERT_EVENT,
-            [
-                (event.message_sid, *event_row(event, outcome.transition))
-                for event, outcome in zip(events, recorded, strict=True)
-                if outcome.transition is not None  # a retry or a copy writes nothing
-            ],
-        )
-        conn.executemany(
-            _UPSERT_MESSAGE, [(*message_row(state), in_flight(state)) for state in changed.values()]
-        )
+        event_rows, message_rows = written_rows(events, recorded, changed)
+        conn.executemany(_INSERT_EVENT, event_rows)
+        conn.executemany(_UPSERT_MESSAGE, message_rows)
         return recorded
 
     def in_flight_counts(self) -> Mapping[str, int]:
@@ -317,17 +308,11 @@ class SQLiteStore:
         """Delete messages last updated before `updated_before`, oldest stored first. One
         stored after a message first seen at or after the horizon waits for a later purge:
         only an event recorded long after its own time (a late poll) can be in that case."""
-        with self._write() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                sids = _purge_candidates(conn, updated_before, limit)
-                conn.executemany("DELETE FROM status_events WHERE message_sid = ?", sids)
-                conn.executemany("DELETE FROM messages WHERE message_sid = ?", sids)
-                conn.execute(PURGE_SPANS, (updated_before,))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._transaction() as conn:
+            sids = _purge_candidates(conn, updated_before, limit)
+            conn.executemany("DELETE FROM status_events WHERE message_sid = ?", sids)
+            conn.executemany("DELETE FROM messages WHERE message_sid = ?", sids)
+            conn.execute(PURGE_SPANS, (updated_before,))
         return len(sids)
 
     def history(self, message_sid: str) -> MessageHistory | None:
