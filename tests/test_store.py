@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -129,6 +130,13 @@ def test_stale_sweep_claims_each_message_once(store: Store) -> None:
     assert claimed[0].stale_at == T0 + 60
     assert store.sweep_stale(updated_before=T0 + 50, now=T0 + 70) == []
     assert store.in_flight_counts() == {"sent": 1}
+
+
+def test_spans_past_retention_are_purged_and_counted(store: Store) -> None:
+    store.record_all([make_event(1, "sent", T0)], spans=lambda events, recorded: ["{}", "{}"])
+    assert store.purge_spans(queued_before=time.time() - 3600) == 0  # queued just now
+    assert store.purge_spans(queued_before=time.time() + 1) == 2
+    assert store.backlog().spans == 0
 
 
 def test_purge_deletes_messages_and_events_past_retention(store: Store) -> None:

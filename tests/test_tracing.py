@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
@@ -478,6 +479,20 @@ class FailingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def test_spans_never_exported_by_the_retention_horizon_are_dropped_and_counted(
+    sqlite_store: SQLiteStore,
+) -> None:
+    Callbacks(sqlite_store, spans=SpanOutbox()).post(sid("SM", 21), "delivered", T0)
+    registry = CollectorRegistry()
+    later = time.time() + 3601
+    sweeper = Sweeper(
+        sqlite_store, Metrics(registry), None, stale_after=60, retention=3600, clock=lambda: later
+    )
+    sweeper.run_once()
+    assert sqlite_store.backlog().spans == 0
+    assert registry.get_sample_value("twilio_exporter_spans_dropped_total") == 2
+
+
 def test_spans_stay_queued_while_the_collector_is_down(sqlite_store: SQLiteStore) -> None:
     spans = SpanOutbox()
     Callbacks(sqlite_store, spans=spans).post(sid("SM", 20), "delivered", T0)
@@ -567,14 +582,16 @@ def test_explicit_export_timeout_is_left_to_the_exporter() -> None:
 
 def test_no_span_is_queued_when_tracing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    assert span_outbox_from_env(Settings()) is None
+    assert span_outbox_from_env(Settings(), Metrics(CollectorRegistry()).spans_dropped) is None
     assert exporters_from_env() == []
 
 
 def test_otlp_tracing_queues_spans_and_exports_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-    assert isinstance(span_outbox_from_env(Settings()), SpanOutbox)
+    assert isinstance(
+        span_outbox_from_env(Settings(), Metrics(CollectorRegistry()).spans_dropped), SpanOutbox
+    )
     [exporter] = exporters_from_env()
     assert type(exporter).__name__ == "OTLPSpanExporter"
     exporter.shutdown()

@@ -106,7 +106,7 @@ def _serve(
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     # Spans of polled updates are queued in the store, for the service's ingester to export.
-    applier = Applier(store, metrics, span_outbox_from_env(settings))
+    applier = Applier(store, metrics, span_outbox_from_env(settings, metrics.spans_dropped))
     try:
         if every is None:
             summary = _reconciler(args, store, applier, api).run()

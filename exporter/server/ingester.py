@@ -43,7 +43,7 @@ class IngesterLoop:
     sweeps every `sweep_interval`, and exports spans in a thread."""
 
     def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
-        spans = span_outbox_from_env(settings)
+        spans = span_outbox_from_env(settings, metrics.spans_dropped)
         self._store = store
         self._metrics = metrics
         self._ingester = Ingester(Applier(store, metrics, spans), Outcomes(metrics))

@@ -51,4 +51,6 @@ class Sweeper:
         if self._retention > 0:
             while self._store.purge(now - self._retention, PURGE_BATCH) >= PURGE_BATCH:
                 pass
+            # Spans that waited past the horizon for a collector that never came back.
+            self._metrics.spans_dropped.inc(self._store.purge_spans(now - self._retention))
         return marked

@@ -121,8 +121,12 @@ class Store(Protocol):
         ...
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
-        """Delete messages (and their events) last updated before the retention horizon, and
-        spans queued before it that were never exported."""
+        """Delete messages (and their events) last updated before the retention horizon."""
+        ...
+
+    def purge_spans(self, queued_before: float) -> int:
+        """Forget spans queued before the retention horizon and never exported (the collector
+        was down all that time); returns how many."""
         ...
 
     def history(self, message_sid: str) -> MessageHistory | None: ...

@@ -347,12 +347,10 @@ class PostgresStore(PostgresReconcile):
         return self._run(sweep)
 
     def purge(self, updated_before: float, limit: int = 5000) -> int:
-        def purge(conn: psycopg.Connection[Any]) -> int:
-            purged = len(conn.execute(_PURGE, (updated_before, limit)).fetchall())
-            conn.execute(_PURGE_SPANS, (updated_before,))
-            return purged
+        return self._run(lambda conn: len(conn.execute(_PURGE, (updated_before, limit)).fetchall()))
 
-        return self._run(purge)
+    def purge_spans(self, queued_before: float) -> int:
+        return self._run(lambda conn: conn.execute(_PURGE_SPANS, (queued_before,)).rowcount)
 
     def unexported_spans(self, limit: int) -> list[tuple[int, str]]:
         rows = self._run(lambda conn: conn.execute(_UNEXPORTED_SPANS, (limit,)).fetchall())

@@ -312,8 +312,12 @@ class SQLiteStore:
             sids = _purge_candidates(conn, updated_before, limit)
             conn.executemany("DELETE FROM status_events WHERE message_sid = ?", sids)
             conn.executemany("DELETE FROM messages WHERE message_sid = ?", sids)
-            conn.execute(PURGE_SPANS, (updated_before,))
         return len(sids)
+
+    def purge_spans(self, queued_before: float) -> int:
+        with self._write() as conn:
+            purged: int = conn.execute(PURGE_SPANS, (queued_before,)).rowcount
+        return purged
 
     def history(self, message_sid: str) -> MessageHistory | None:
         with self._read() as conn:

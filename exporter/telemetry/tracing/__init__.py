@@ -13,6 +13,7 @@ import logging
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from prometheus_client import Counter
 
 from exporter import __version__
 from exporter.settings import ConfigError, Settings
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICE_NAME = "twilio-status-exporter"
 
 
-def span_outbox_from_env(settings: Settings) -> SpanOutbox | None:
+def span_outbox_from_env(settings: Settings, spans_dropped: Counter) -> SpanOutbox | None:
     """What encodes spans for the store's outbox, or None when the OTEL_* variables turn
-    tracing off (then no span is queued at all)."""
+    tracing off (then no span is queued at all). Spans that cannot be built are counted in
+    `spans_dropped`."""
     try:
         config = TracingConfig.from_env()
     except ConfigError as ex:  # startup checks these first; tracing never stops the service
@@ -43,7 +45,10 @@ def span_outbox_from_env(settings: Settings) -> SpanOutbox | None:
         return None
     if not config.enabled:
         return None
-    return SpanOutbox(redact_phone_numbers=settings.redact_phone_numbers)
+    return SpanOutbox(
+        redact_phone_numbers=settings.redact_phone_numbers,
+        report_dropped=lambda count, _reason: spans_dropped.inc(count),
+    )
 
 
 def exporters_from_env() -> list[SpanExporter]:

@@ -9,7 +9,7 @@ and the instrumentation scope are the exporting process's, added when a span is 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -26,10 +26,18 @@ class SpanOutbox:
     """Encodes the spans that recording events (or marking messages stale) produced, for the
     store to queue in the same transaction."""
 
-    def __init__(self, *, redact_phone_numbers: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        redact_phone_numbers: bool = True,
+        report_dropped: Callable[[int, str], None] | None = None,
+    ) -> None:
         self._built: list[ReadableSpan] = []
         self._spans = MessageSpans(
-            _Collect(self._built), _EMPTY_RESOURCE, redact_phone_numbers=redact_phone_numbers
+            _Collect(self._built),
+            _EMPTY_RESOURCE,
+            redact_phone_numbers=redact_phone_numbers,
+            report_dropped=report_dropped,  # a span that could not be built
         )
 
     def encode(self, events: Sequence[StatusEvent], recorded: Sequence[Recorded]) -> list[str]:

@@ -155,12 +155,6 @@ class MessageSpans:
         except Exception as ex:
             self._failed("record_stale", message.message_sid, ex)
 
-    def shutdown(self) -> None:
-        try:
-            self._processor.shutdown()
-        except Exception:
-            log.warning("span processor failed to shut down", exc_info=True)
-
     def _stage_span(
         self, event: StatusEvent, message: MessageState, transition: Transition, trace: _Trace
     ) -> ReadableSpan:
