@@ -48,7 +48,7 @@ NO_PARAMS = FormParams()
 
 
 class EventStreamResource(WebhookResource):
-    """POST /twilio/events. A 200 is sent only once every recordable event is committed."""
+    """POST /twilio/events. A 200 is sent only once the delivery is durably logged."""
 
     @functools.cached_property
     def _credentials(self) -> list[bytes]:
