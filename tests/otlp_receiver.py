@@ -21,6 +21,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from exporter.telemetry.tracing.outbox import Batch
+
 # opentelemetry.proto.trace.v1.Status.StatusCode
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
@@ -118,7 +120,7 @@ class OTLPReceiver:
             return list(self._spans)
 
     def collect(self, request: trace_service_pb2.ExportTraceServiceRequest, transport: str) -> None:
-        received = list(_spans_of(request, transport))
+        received = list(spans_of(request, transport))
         with self._changed:
             self.requests += 1
             self._spans.extend(received)
@@ -172,7 +174,7 @@ def _handler_for(receiver: OTLPReceiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _spans_of(
+def spans_of(
     request: trace_service_pb2.ExportTraceServiceRequest, transport: str
 ) -> Iterable[ReceivedSpan]:
     for resource_spans in request.resource_spans:
@@ -204,3 +206,21 @@ def _value(value: AnyValue) -> Any:
     if kind == "kvlist_value":
         return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
     return getattr(value, kind)
+
+
+class RecordingExporter:
+    """A span exporter of the shipper's kind that keeps what it was sent, read as the receiver
+    reads it; `failing` makes it refuse every batch, as a collector that is down does."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.spans: list[ReceivedSpan] = []
+
+    def export_batch(self, batch: Batch) -> bool:
+        if self.failing:
+            return False
+        self.spans.extend(spans_of(batch.request, "memory"))
+        return True
+
+    def shutdown(self) -> None:
+        pass

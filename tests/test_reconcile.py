@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
 from exporter.ingest.applier import Applier
@@ -19,10 +19,11 @@ from exporter.settings import ApiCredentials, Settings
 from exporter.store import SpanEncoder
 from exporter.store.sqlite import SQLiteStore
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing.outbox import SpanOutbox
+from exporter.telemetry.tracing.outbox import ExportRequests, SpanOutbox
 from exporter.web.app import Telemetry, create_app
 from tests.apps import inline_client
 from tests.fake_twilio_api import AUTH_TOKEN, FakeTwilioApi
+from tests.otlp_receiver import spans_of
 from tests.support import sid
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -33,15 +34,15 @@ STUCK_AFTER = 12 * 3600.0
 def queued_spans(store: SQLiteStore) -> list[tuple[str, str, str]]:
     """(MessageSid, status, source) of the stage spans queued for export: polls must reach
     tracing like callbacks."""
-    spans = [json.loads(encoded) for _, encoded in store.unexported_spans(1000)]
+    batch = ExportRequests(Resource({})).build([e for _, e in store.unexported_spans(1000)])
     return [
         (
-            span["attributes"]["messaging.message.id"],
-            span["attributes"]["twilio.message.status"],
-            span["attributes"].get("twilio.event.source", "callback"),
+            span.attributes["messaging.message.id"],
+            span.attributes["twilio.message.status"],
+            span.attributes.get("twilio.event.source", "callback"),
         )
-        for span in spans
-        if span["name"] != "twilio.message"
+        for span in spans_of(batch.request, "memory")
+        if span.name != "twilio.message"
     ]
 
 

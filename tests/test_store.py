@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from exporter.inputs.callback_form import FormParams, parse_callback
-from exporter.model import StatusEvent
+from exporter.model import Recorded, StatusEvent
 from exporter.store import Store, StoreUnavailable, open_store
 from exporter.store.migrations import SchemaTooNew
 from exporter.store.sqlite import MIGRATIONS, SQLiteStore
@@ -301,3 +302,36 @@ def test_migrate_verb_prints_the_sqlite_schema_version(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"at schema version {SCHEMA_VERSION}" in result.stdout
+
+
+def test_sqlite_batch_decided_before_the_lock_is_decided_again_when_a_writer_came_first(
+    tmp_path: Path,
+) -> None:
+    """SQLite decides a batch before taking the write lock; a reconcile run (another
+    process, another connection) that records the same status in between must make the
+    batch's copy a duplicate, never a second event."""
+    path = str(tmp_path / "x.db")
+    ingester, reconcile = SQLiteStore(path), SQLiteStore(path)
+    ingester.record(make_event(1, "sent", T0))
+    encoded: list[list[str]] = []
+
+    def spans_meanwhile_recorded_elsewhere(
+        events: Sequence[StatusEvent], recorded: Sequence[Recorded]
+    ) -> list[str]:
+        if not encoded:  # the first decision, made outside the lock
+            reconcile.record(make_event(1, "delivered", T0 + 5))
+        encoded.append([f"{e.status}:{r.duplicate}" for e, r in zip(events, recorded, strict=True)])
+        return encoded[-1]
+
+    [outcome] = ingester.record_all(
+        [make_event(1, "delivered", T0 + 6)], spans=spans_meanwhile_recorded_elsewhere
+    )
+    assert outcome.duplicate
+    assert encoded == [["delivered:False"], ["delivered:True"]]  # decided again, under the lock
+    history = ingester.history(sid("SM", 1))
+    assert history is not None
+    assert [(e.status, e.received_at) for e in history.events] == [
+        ("sent", T0),
+        ("delivered", T0 + 5),
+    ]
+    assert [encoded for _, encoded in ingester.unexported_spans(10)] == ["delivered:True"]

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -34,11 +41,18 @@ from exporter.telemetry.tracing import (
 )
 from exporter.telemetry.tracing import service_resource as make_resource
 from exporter.telemetry.tracing.export import RateLimitFilter
-from exporter.telemetry.tracing.outbox import decode_span, encode_span
+from exporter.telemetry.tracing.outbox import ExportRequests, decode_span
 from exporter.telemetry.tracing.shipper import ExportFailed, SpanShipper
 from exporter.telemetry.tracing.spans import SCOPE, redact_number
 from exporter.web.app import Telemetry
 from tests.apps import inline_client
+from tests.otlp_receiver import (
+    STATUS_UNSET,
+    OTLPReceiver,
+    ReceivedSpan,
+    RecordingExporter,
+    spans_of,
+)
 from tests.support import callback_params, sid
 
 T0 = 1_700_000_000.0
@@ -381,17 +395,19 @@ def test_stale_sweep_closes_the_trace_and_later_stages_still_attach(
     now[0] = T0 + 1 + 3601
     assert sweeper.run_once() == 1
     assert sweeper.run_once() == 0  # each stale message is handed out once
-    ship(sqlite_store, span_exporter)  # the root span was queued with the stale mark
-    root = by_name(span_exporter.get_finished_spans())["twilio.message"]
-    assert_times(root, T0, now[0])
+    shipped = RecordingExporter()
+    ship(sqlite_store, shipped)  # the root span was queued with the stale mark
+    [root] = shipped.spans
+    assert root.name == "twilio.message"
+    assert (root.start_ns, root.end_ns) == (ns(T0), ns(now[0]))
     assert root.attributes["twilio.message.stale"] is True
     assert root.attributes["twilio.message.status"] == "sent"
-    assert root.context.span_id == span_id(message, "root")
-    assert root.status.status_code is StatusCode.UNSET
+    assert root.span_id == f"{span_id(message, 'root'):016x}"
+    assert root.status_code == STATUS_UNSET
 
     callbacks.post(message, "delivered", now[0] + 5)
     names = sorted(span.name for span in span_exporter.get_finished_spans())
-    assert names.count("twilio.message") == 1
+    assert "twilio.message" not in names  # the stale root stays the only one
     delivered = by_name(span_exporter.get_finished_spans())["twilio.message.delivered"]
     assert delivered.parent is not None and delivered.parent.span_id == span_id(message, "root")
 
@@ -424,9 +440,7 @@ def test_record_swallows_processor_errors_and_counts_them(sqlite_store: SQLiteSt
     assert "processor exploded" in dropped[0][1]
 
 
-def test_callback_through_the_app_queues_its_span_once(
-    sqlite_store: SQLiteStore, span_exporter: InMemorySpanExporter
-) -> None:
+def test_callback_through_the_app_queues_its_span_once(sqlite_store: SQLiteStore) -> None:
     settings = Settings(insecure_skip_signature=True)
     registry = CollectorRegistry()
     telemetry = Telemetry(registry, Metrics(registry))
@@ -435,11 +449,12 @@ def test_callback_through_the_app_queues_its_span_once(
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     for _ in range(2):  # the retry is a duplicate
         assert client.simulate_post("/twilio/status", body=body, headers=headers).status_code == 200
-    assert ship(sqlite_store, span_exporter) == 1
-    assert [span.name for span in span_exporter.get_finished_spans()] == ["twilio.message.sent"]
+    exporter = RecordingExporter()
+    assert ship(sqlite_store, exporter) == 1
+    assert [span.name for span in exporter.spans] == ["twilio.message.sent"]
 
 
-def ship(store: SQLiteStore, exporter: SpanExporter) -> int:
+def ship(store: SQLiteStore, exporter: RecordingExporter) -> int:
     """Export everything the outbox holds, as the ingester's shipper does."""
     shipper = SpanShipper(store, [exporter], RESOURCE, Metrics(CollectorRegistry()))
     shipped = 0
@@ -448,35 +463,62 @@ def ship(store: SQLiteStore, exporter: SpanExporter) -> int:
     return shipped
 
 
-def test_outbox_round_trip_gives_the_span_back_whole(
-    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+def as_received(span: ReadableSpan) -> ReceivedSpan:
+    """A span built by the SDK, as a receiver reads it after the SDK's own OTLP encoder."""
+    [received] = spans_of(encode_spans([span]), "memory")
+    return received
+
+
+def test_queued_spans_are_exported_exactly_as_the_sdk_encodes_them(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:
+    """The outbox keeps each span as the SDK's encoder wrote it; a batch of them is one
+    request under this process's resource and scope, nothing lost or changed on the way."""
     message = sid("SM", 19)
-    callbacks.post(message, "sent", T0, query=f"traceparent={TRACEPARENT}")
-    callbacks.post(message, "failed", T0 + 5, ErrorCode="30007")
-    for original in span_exporter.get_finished_spans():
-        copy = decode_span(encode_span(original), RESOURCE)
-        assert (copy.name, copy.context, copy.parent, copy.kind) == (
-            original.name, original.context, original.parent, original.kind
-        )  # fmt: skip
-        assert (copy.start_time, copy.end_time) == (original.start_time, original.end_time)
-        assert dict(copy.attributes or {}) == dict(original.attributes or {})
-        assert (copy.status.status_code, copy.status.description) == (
-            original.status.status_code, original.status.description
-        )  # fmt: skip
-        assert copy.resource is RESOURCE and copy.instrumentation_scope == SCOPE
+    outbox = SQLiteStore(str(tmp_path / "outbox.db"))  # the same callbacks, queued there
+    queued = Callbacks(outbox, spans=SpanOutbox())
+    for post in (callbacks.post, queued.post):
+        post(message, "sent", T0, query=f"traceparent={TRACEPARENT}")
+        post(message, "failed", T0 + 5, ErrorCode="30007")
+    built = [as_received(span) for span in span_exporter.get_finished_spans()]
+    batch = ExportRequests(RESOURCE).build([e for _, e in outbox.unexported_spans(10)])
+    assert batch.spans == 3  # sent, failed, and the root
+    [resource_spans] = batch.request.resource_spans
+    [scope_spans] = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version) == (SCOPE.name, SCOPE.version)
+    sent = list(spans_of(batch.request, "memory"))
+    assert [span.resource for span in sent] == [dict(RESOURCE.attributes)] * 3
+    assert sorted(sent, key=lambda s: s.name) == sorted(
+        (replace(span, resource=dict(RESOURCE.attributes)) for span in built),
+        key=lambda s: s.name,
+    )
+    assert decode_span(outbox.unexported_spans(1)[0][1]).name == "twilio.message.sent"
 
 
-class FailingExporter(SpanExporter):
-    def __init__(self) -> None:
-        self.failing = True
-        self.exported: list[ReadableSpan] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self.failing:
-            return SpanExportResult.FAILURE
-        self.exported.extend(spans)
-        return SpanExportResult.SUCCESS
+def test_spans_queued_as_json_by_an_earlier_release_are_still_exported(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Spans a release before this one queued (as JSON) and had not exported when it was
+    upgraded still leave, in OTLP, with their ids."""
+    legacy = (
+        '{"name":"twilio.message.sent","trace":"0af7651916cd43dd8448eb211c80319c",'
+        '"span":"b7ad6b7169203331","parent":"00f067aa0ba902b7","parent_remote":false,'
+        '"start":1700000000000000000,"end":1700000001000000000,'
+        '"attributes":{"twilio.message.status":"sent","twilio.callback.out_of_order":false},'
+        '"status":0,"description":null}'
+    )
+    with sqlite3.connect(sqlite_store.path) as db:
+        db.execute("INSERT INTO span_outbox (queued_at, span) VALUES (?, ?)", (T0, legacy))
+    exporter = RecordingExporter()
+    assert ship(sqlite_store, exporter) == 1
+    [span] = exporter.spans
+    assert (span.trace_id, span.span_id, span.parent_span_id) == (
+        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "00f067aa0ba902b7"
+    )  # fmt: skip
+    assert (span.name, span.start_ns, span.end_ns) == ("twilio.message.sent", ns(T0), ns(T0 + 1))
+    assert span.attributes == {
+        "twilio.message.status": "sent", "twilio.callback.out_of_order": False
+    }  # fmt: skip
 
 
 def test_spans_never_exported_by_the_retention_horizon_are_dropped_and_counted(
@@ -496,7 +538,8 @@ def test_spans_never_exported_by_the_retention_horizon_are_dropped_and_counted(
 def test_spans_stay_queued_while_the_collector_is_down(sqlite_store: SQLiteStore) -> None:
     spans = SpanOutbox()
     Callbacks(sqlite_store, spans=spans).post(sid("SM", 20), "delivered", T0)
-    exporter = FailingExporter()
+    exporter = RecordingExporter()
+    exporter.failing = True
     registry = CollectorRegistry()
     shipper = SpanShipper(sqlite_store, [exporter], RESOURCE, Metrics(registry))
     with pytest.raises(ExportFailed):
@@ -505,7 +548,7 @@ def test_spans_stay_queued_while_the_collector_is_down(sqlite_store: SQLiteStore
     assert registry.get_sample_value("twilio_exporter_span_export_failures_total") == 1
     exporter.failing = False
     assert shipper.ship_once() == 2
-    assert sorted(s.name for s in exporter.exported) == [
+    assert sorted(s.name for s in exporter.spans) == [
         "twilio.message",
         "twilio.message.delivered",
     ]
@@ -593,8 +636,32 @@ def test_otlp_tracing_queues_spans_and_exports_them(monkeypatch: pytest.MonkeyPa
         span_outbox_from_env(Settings(), Metrics(CollectorRegistry()).spans_dropped), SpanOutbox
     )
     [exporter] = exporters_from_env()
-    assert type(exporter).__name__ == "OTLPSpanExporter"
+    assert isinstance(exporter, HttpSpanExporter)  # the SDK's, with its OTEL_* settings
     exporter.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shipper_sends_the_queued_spans_through_the_sdk_exporters(
+    protocol: str, sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the wire to a real receiver, with the exporters the OTEL_* variables make: the
+    hooks the exporters rely on in the SDK's OTLP exporters still do what they did."""
+    Callbacks(sqlite_store, spans=SpanOutbox()).post(sid("SM", 22), "failed", T0, ErrorCode="30007")
+    with OTLPReceiver() as receiver:
+        endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        exporters = exporters_from_env()
+        shipper = SpanShipper(sqlite_store, exporters, RESOURCE, Metrics(CollectorRegistry()))
+        assert shipper.ship_once() == 2
+        received = receiver.wait_for_spans(lambda spans: len(spans) >= 2)
+        for exporter in exporters:
+            exporter.shutdown()
+    assert sorted(span.name for span in received) == ["twilio.message", "twilio.message.failed"]
+    assert {span.trace_id for span in received} == {f"{trace_id(sid('SM', 22)):032x}"}
+    assert all(span.resource["service.name"] == "test" for span in received)
+    assert sqlite_store.backlog().spans == 0
 
 
 def test_service_name_defaults_and_follows_otel_service_name(
@@ -608,10 +675,3 @@ def test_service_name_defaults_and_follows_otel_service_name(
     resource = make_resource()
     assert resource.attributes["service.name"] == "sms-exporter"
     assert resource.attributes["deployment.environment"] == "prod"
-
-
-def test_service_resource_hashes_and_compares_as_the_sdks_own() -> None:
-    resource = make_resource()
-    plain = Resource(resource.attributes, resource.schema_url)
-    assert hash(resource) == hash(plain) and resource == plain
-    assert {plain: 1}[resource] == 1  # spans group under it exactly as before

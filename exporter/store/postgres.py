@@ -166,7 +166,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS span_outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queued_at double precision NOT NULL,
-    span text NOT NULL                     -- JSON, see telemetry/tracing/outbox.py
+    span text NOT NULL                     -- encoded span, see telemetry/tracing/outbox.py
 );
 """,
     ),

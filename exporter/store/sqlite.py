@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE TABLE IF NOT EXISTS span_outbox (
     id INTEGER PRIMARY KEY,
     queued_at REAL NOT NULL,
-    span TEXT NOT NULL                 -- JSON, see telemetry/tracing/outbox.py
+    span TEXT NOT NULL                 -- encoded span, see telemetry/tracing/outbox.py
 );
 """,
     ),
@@ -207,6 +207,12 @@ _INSERT_EVENT = (
 _PURGE_WALK = "SELECT message_sid, updated_at, first_seen_at FROM messages ORDER BY rowid"
 
 
+# The ingester checkpoints this often (see _checkpoint_when_due); SQLite's own threshold is
+# raised well above what a second of traffic writes, so it only acts without an ingester.
+CHECKPOINT_INTERVAL = 1.0
+WAL_AUTOCHECKPOINT_PAGES = 20_000
+
+
 class SQLiteStore:
     """Store backed by one SQLite file; safe to share between processes and threads."""
 
@@ -216,6 +222,7 @@ class SQLiteStore:
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._writable_checked_at = 0.0
+        self._checkpointed_at = 0.0
         self.schema_version = 0  # known once the schema was checked, by the first write
         try:
             with self._write():
@@ -244,23 +251,35 @@ class SQLiteStore:
         consumed: Sequence[int] = (),
         spans: SpanEncoder | None = None,
     ) -> list[Recorded]:
+        # The batch is decided before the write lock is taken and checked under it: every
+        # webhook worker's append waits for that lock, so it is held only to write. Should
+        # another writer have changed these messages in between (a reconcile run, a sweep),
+        # the batch is decided again under the lock.
+        message_sids = {e.message_sid for e in events}
+        batch = None
+        if self.schema_version:  # else the first write creates the tables
+            with self._read() as conn:
+                batch = _DecidedBatch(_known(conn, message_sids), events, spans)
         with self._transaction() as conn:
-            recorded = self._record_batch(conn, events)
-            conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
-            if spans is not None:
-                _queue_spans(conn, spans(events, recorded))
-            return recorded
+            known = _known(conn, message_sids)
+            if batch is None or batch.known != known:
+                batch = _DecidedBatch(known, events, spans)
+            batch.write(conn, consumed)
+        self._checkpoint_when_due()
+        return batch.recorded
 
-    def _record_batch(
-        self, conn: sqlite3.Connection, events: Sequence[StatusEvent]
-    ) -> list[Recorded]:
-        """Apply `events` in the caller's transaction: one read of their messages, the
-        lifecycle decided in memory, one write of the new events and the changed messages."""
-        recorded, changed = apply_all(_known(conn, {e.message_sid for e in events}), events)
-        event_rows, message_rows = written_rows(events, recorded, changed)
-        conn.executemany(_INSERT_EVENT, event_rows)
-        conn.executemany(_UPSERT_MESSAGE, message_rows)
-        return recorded
+    def _checkpoint_when_due(self) -> None:
+        """Copy the write-ahead log into the database every CHECKPOINT_INTERVAL, here, outside
+        the write lock. Left to SQLite, the checkpoint runs inside whichever commit crosses
+        its threshold, often a webhook append, while every other writer waits for the lock.
+        A passive checkpoint never blocks writers. Connections checkpoint by themselves only
+        past WAL_AUTOCHECKPOINT_PAGES: when no ingester applies batches."""
+        now = time.monotonic()
+        if now - self._checkpointed_at < CHECKPOINT_INTERVAL:
+            return
+        self._checkpointed_at = now
+        with self._read() as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def in_flight_counts(self) -> Mapping[str, int]:
         with self._read() as conn:
@@ -502,6 +521,7 @@ class SQLiteStore:
             )
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             local.lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             local.conn, local.pid = conn, os.getpid()
             local.opened_writable = os.access(self.path, os.W_OK)
@@ -551,6 +571,25 @@ def _known(conn: sqlite3.Connection, message_sids: set[str]) -> dict[str, Known]
                 entry = known[row[0]] = (message_from_row(row[:-2]), {})
             entry[1][row[-2]] = row[-1]
     return known
+
+
+class _DecidedBatch:
+    """What a batch of events does to the messages found as `known`: the rows to write, the
+    spans to queue, what each event did."""
+
+    def __init__(
+        self, known: Mapping[str, Known], events: Sequence[StatusEvent], spans: SpanEncoder | None
+    ) -> None:
+        self.known = known
+        self.recorded, changed = apply_all(known, events)
+        self._event_rows, self._message_rows = written_rows(events, self.recorded, changed)
+        self._spans = spans(events, self.recorded) if spans is not None else ()
+
+    def write(self, conn: sqlite3.Connection, consumed: Sequence[int]) -> None:
+        conn.executemany(_INSERT_EVENT, self._event_rows)
+        conn.executemany(_UPSERT_MESSAGE, self._message_rows)
+        conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
+        _queue_spans(conn, self._spans)
 
 
 def _queue_spans(conn: sqlite3.Connection, spans: Sequence[str]) -> None:

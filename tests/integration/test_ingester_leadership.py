@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 import psycopg
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from exporter.ingest.applier import Applier
@@ -28,6 +27,7 @@ from exporter.telemetry.tracing.shipper import SpanShipper
 from exporter.telemetry.tracing.spans import span_id_for
 from tests.integration.service import Service
 from tests.integration.test_pipeline_e2e import samples, value
+from tests.otlp_receiver import RecordingExporter
 from tests.support import callback_params, sid, wait_for
 
 pytestmark = pytest.mark.integration
@@ -143,15 +143,15 @@ def test_a_span_queued_by_a_late_commit_is_still_exported(
     postgres_store: PostgresStore, postgres_url: str
 ) -> None:
     metrics = Metrics(CollectorRegistry())
-    exporter = InMemorySpanExporter()
+    exporter = RecordingExporter()
     shipper = SpanShipper(postgres_store, [exporter], Resource({}), metrics)
     applier = Applier(postgres_store, metrics, SpanOutbox())
 
     def ship_all() -> set[int]:
         while shipper.ship_once():
             pass
-        shipped = {span.context.span_id for span in exporter.get_finished_spans() if span.context}
-        exporter.clear()
+        shipped = {int(span.span_id, 16) for span in exporter.spans}
+        exporter.spans.clear()
         return shipped
 
     def sent(message_sid: str) -> StatusEvent:

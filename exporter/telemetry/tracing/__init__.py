@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from prometheus_client import Counter
 
 from exporter import __version__
 from exporter.settings import ConfigError, Settings
 from exporter.telemetry.tracing.config import TracingConfig
 from exporter.telemetry.tracing.export import quiet_exporter_logs
-from exporter.telemetry.tracing.outbox import SpanOutbox
+from exporter.telemetry.tracing.outbox import RequestExporter, SpanOutbox
 from exporter.telemetry.tracing.spans import MessageSpans
 
 __all__ = [
@@ -51,7 +50,7 @@ def span_outbox_from_env(settings: Settings, spans_dropped: Counter) -> SpanOutb
     )
 
 
-def exporters_from_env() -> list[SpanExporter]:
+def exporters_from_env() -> list[RequestExporter]:
     """The span exporters the OTEL_* variables ask for (none when tracing is off)."""
     config = TracingConfig.from_env()
     if not config.enabled:
@@ -70,37 +69,16 @@ def service_resource() -> Resource:
         defaults[SERVICE_NAME] = DEFAULT_SERVICE_NAME
     if SERVICE_VERSION not in detected.attributes:
         defaults[SERVICE_VERSION] = __version__
-    return HashedResource(detected.merge(Resource(defaults)) if defaults else detected)
+    return detected.merge(Resource(defaults)) if defaults else detected
 
 
-# Kept because the OTLP encoders hash every exported span's resource, and the SDK's hash
-# serialises all its attributes each time; tests/test_hashed_resource.py fails if that changes.
-class HashedResource(Resource):
-    """A Resource that computes its hash once. The OTLP encoders group every exported span by
-    its resource, and Resource.__hash__ serialises all the attributes to JSON each time, in
-    the export thread, holding the GIL the request threads wait for. A resource's attributes
-    are immutable, so the hash never changes."""
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource.attributes, resource.schema_url)
-        self._hash = super().__hash__()
-
-    def __hash__(self) -> int:
-        return self._hash
-
-
-def _exporter(name: str, config: TracingConfig) -> SpanExporter:
+def _exporter(name: str, config: TracingConfig) -> RequestExporter:
     """The exporters read their endpoint, headers, certificates and compression from OTEL_*."""
+    # Imported here: the OTLP exporters (gRPC above all) cost a process that does not trace.
+    from exporter.telemetry.tracing import request_exporters
+
     if name == "console":
-        return ConsoleSpanExporter()
+        return request_exporters.ConsoleRequestExporter()
     if config.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-
-        return GrpcExporter(timeout=config.export_timeout)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
-
-    return HttpExporter(timeout=config.export_timeout)
+        return request_exporters.GrpcRequestExporter(timeout=config.export_timeout)
+    return request_exporters.HttpRequestExporter(timeout=config.export_timeout)

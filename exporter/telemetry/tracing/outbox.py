@@ -1,16 +1,23 @@
-"""Spans as the store keeps them until export: built when their event is applied, encoded as
-a small JSON object in the same transaction, decoded again by the exporter.
+"""Spans as the store keeps them until export: built when their event is applied, encoded
+once, by the SDK's own OTLP encoder, into the protobuf `Span` a collector receives, and queued
+(as base64 text) in the same transaction. The shipper puts queued spans into an export request
+as they are: no span is decoded or encoded twice.
 
 The store is the outbox: a span is queued with the event that produced it, so a collector
 that is down, or a process killed at any moment, delays spans and loses none. The resource
-and the instrumentation scope are the exporting process's, added when a span is decoded.
+and the instrumentation scope are the exporting process's, added to each request.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, Status, StatusCode
@@ -18,7 +25,6 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 from exporter.model import MessageState, Recorded, StatusEvent
 from exporter.telemetry.tracing.spans import KIND, SAMPLED, SCOPE, MessageSpans
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _EMPTY_RESOURCE = Resource({})
 
 
@@ -51,9 +57,51 @@ class SpanOutbox:
         return self._take()
 
     def _take(self) -> list[str]:
-        encoded = [encode_span(span) for span in self._built]
+        if not self._built:
+            return []
+        encoded = [encode_span(span) for span in _otlp_spans(self._built)]
         self._built.clear()
         return encoded
+
+
+class Batch(NamedTuple):
+    """An encoded export request and how many spans it holds."""
+
+    request: ExportTraceServiceRequest
+    spans: int
+
+
+class RequestExporter(Protocol):
+    def export_batch(self, batch: Batch) -> bool:
+        """True once the receiver took the whole batch."""
+
+    def shutdown(self) -> None: ...
+
+
+class ExportRequests:
+    """OTLP export requests made of queued spans, under one resource and our scope."""
+
+    def __init__(self, resource: Resource) -> None:
+        # The resource and scope as the SDK's encoder writes them, taken from a request for
+        # one placeholder span.
+        placeholder = ReadableSpan(
+            name="", context=SpanContext(1, 1, False), resource=resource,
+            instrumentation_scope=SCOPE,
+        )  # fmt: skip
+        template = encode_spans([placeholder])
+        template.resource_spans[0].scope_spans[0].ClearField("spans")
+        self._template = template.SerializeToString()
+        self._resource = resource
+
+    def build(self, queued: Sequence[str]) -> Batch:
+        request = ExportTraceServiceRequest.FromString(self._template)
+        spans = request.resource_spans[0].scope_spans[0].spans
+        for encoded in queued:
+            if encoded.startswith("{"):
+                spans.append(_from_json(encoded, self._resource))
+            else:
+                spans.add().ParseFromString(base64.b64decode(encoded))
+        return Batch(request, len(queued))
 
 
 class _Collect(SpanProcessor):
@@ -66,41 +114,48 @@ class _Collect(SpanProcessor):
         self._into.append(span)
 
 
-def encode_span(span: ReadableSpan) -> str:
-    context = span.context
-    assert context is not None  # every span MessageSpans builds has one
-    parent = span.parent
-    return _encode_json(
-        {
-            "name": span.name,
-            "trace": f"{context.trace_id:032x}",
-            "span": f"{context.span_id:016x}",
-            "parent": f"{parent.span_id:016x}" if parent is not None else None,
-            "parent_remote": bool(parent.is_remote) if parent is not None else False,
-            "start": span.start_time,
-            "end": span.end_time,
-            "attributes": dict(span.attributes or {}),
-            "status": span.status.status_code.value,
-            "description": span.status.description,
-        }
-    )
+def encode_span(span: Span) -> str:
+    return base64.b64encode(span.SerializeToString()).decode("ascii")
 
 
-def decode_span(encoded: str, resource: Resource) -> ReadableSpan:
+def decode_span(encoded: str) -> Span:
+    """A queued span, back as the protobuf it was encoded from (for tests and tools)."""
+    span = Span()
+    span.ParseFromString(base64.b64decode(encoded))
+    return span
+
+
+def _otlp_spans(spans: Sequence[ReadableSpan]) -> list[Span]:
+    request = encode_spans(spans)
+    return [
+        span
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+
+
+def _from_json(encoded: str, resource: Resource) -> Span:
+    """A span an earlier release queued as JSON (before an upgrade), in OTLP."""
     fields = json.loads(encoded)
     trace_id = int(fields["trace"], 16)
     parent = None
     if fields["parent"] is not None:
         parent = SpanContext(trace_id, int(fields["parent"], 16), fields["parent_remote"], SAMPLED)
-    return ReadableSpan(
-        name=fields["name"],
-        context=SpanContext(trace_id, int(fields["span"], 16), False, SAMPLED),
-        parent=parent,
-        resource=resource,
-        attributes=fields["attributes"],
-        kind=KIND,
-        status=Status(StatusCode(fields["status"]), fields["description"]),
-        start_time=fields["start"],
-        end_time=fields["end"],
-        instrumentation_scope=SCOPE,
+    [span] = _otlp_spans(
+        [
+            ReadableSpan(
+                name=fields["name"],
+                context=SpanContext(trace_id, int(fields["span"], 16), False, SAMPLED),
+                parent=parent,
+                resource=resource,
+                attributes=fields["attributes"],
+                kind=KIND,
+                status=Status(StatusCode(fields["status"]), fields["description"]),
+                start_time=fields["start"],
+                end_time=fields["end"],
+                instrumentation_scope=SCOPE,
+            )
+        ]
     )
+    return span

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter.store import Store
 from exporter.telemetry.metrics import Metrics
-from exporter.telemetry.tracing.outbox import decode_span
+from exporter.telemetry.tracing.outbox import ExportRequests, RequestExporter
 
 log = logging.getLogger(__name__)
 EXPORT_BATCH = 512  # OTLP receivers take a few thousand spans a request; keep requests small
@@ -33,14 +32,14 @@ class SpanShipper:
     def __init__(
         self,
         store: Store,
-        exporters: Sequence[SpanExporter],
+        exporters: Sequence[RequestExporter],
         resource: Resource,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._exporters = exporters
-        self._resource = resource
+        self._requests = ExportRequests(resource)
         self._metrics = metrics
         self._clock = clock
         self._stop = threading.Event()
@@ -52,14 +51,14 @@ class SpanShipper:
         queued = self._store.unexported_spans(EXPORT_BATCH)
         if not queued:
             return 0
-        spans = [decode_span(encoded, self._resource) for _, encoded in queued]
+        batch = self._requests.build([encoded for _, encoded in queued])
         for exporter in self._exporters:
-            if exporter.export(spans) is not SpanExportResult.SUCCESS:
+            if not exporter.export_batch(batch):
                 self._metrics.span_export_failures.inc()
-                raise ExportFailed(f"{type(exporter).__name__} did not take {len(spans)} spans")
+                raise ExportFailed(f"{type(exporter).__name__} did not take {batch.spans} spans")
         self._store.remove_spans([span_id for span_id, _ in queued])
-        self._metrics.spans_exported.inc(len(spans))
-        return len(spans)
+        self._metrics.spans_exported.inc(batch.spans)
+        return batch.spans
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="span-shipper", daemon=True)
