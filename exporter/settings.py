@@ -22,11 +22,19 @@ DEFAULT_STALE_AFTER = 72 * 3600.0
 DEFAULT_RETENTION = 90 * 86400.0
 DEFAULT_SWEEP_INTERVAL = 60.0
 DEFAULT_BIND = "0.0.0.0:8080"
+# Senders named in twilio_sender_message_status_total, per process; later ones are `other`.
+# Most deployments send from a few messaging services and numbers; the cap is what keeps one
+# with thousands of them (a number pool without a service) at a bounded series count.
+DEFAULT_SENDERS_MAX = 50
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # prometheus-client reads this variable itself, when first imported: the server sets it
 # (exporter.server.metrics_directory) before that happens, and the app reads it here.
 METRICS_DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 TAG_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# EXPORTER_TRACE_URL's one placeholder. Other braces are left alone: a Grafana Explore link
+# carries JSON in its query.
+TRACE_ID_PLACEHOLDER = "{trace_id}"
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -63,7 +71,10 @@ class Settings:
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
     metric_tags: tuple[str, ...] = ()
     metric_tag_values_max: int = 50
+    senders_max: int = DEFAULT_SENDERS_MAX
     redact_phone_numbers: bool = True
+    # A link to a message's trace in the tracing UI, with TRACE_ID_PLACEHOLDER in it.
+    trace_url: str | None = None
     sqlite_synchronous: str = "NORMAL"
     # Set under gunicorn: each worker writes its metric values to files there, merged per scrape.
     metrics_directory: str | None = None
@@ -129,10 +140,16 @@ class Settings:
             sweep_interval=_duration(env, "EXPORTER_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL, 0.1),
             metric_tags=tuple(metric_tags),
             metric_tag_values_max=env_int(env, "EXPORTER_METRIC_TAG_VALUES_MAX", 50, 1),
+            senders_max=env_int(env, "EXPORTER_SENDERS_MAX", DEFAULT_SENDERS_MAX, 0),
             redact_phone_numbers=_flag(env, "EXPORTER_REDACT_PHONE_NUMBERS", default=True),
             sqlite_synchronous=synchronous,
             metrics_directory=metrics_directory(env),
+            trace_url=_trace_url(env.get("EXPORTER_TRACE_URL", "")),
         )
+
+    def trace_link(self, trace_id: str) -> str | None:
+        """The trace's page in the tracing UI, when EXPORTER_TRACE_URL is set."""
+        return self.trace_url.replace(TRACE_ID_PLACEHOLDER, trace_id) if self.trace_url else None
 
 
 @dataclass(frozen=True)
@@ -282,6 +299,27 @@ def _public_url(text: str) -> str | None:
     if parts.query or parts.fragment:
         raise ConfigError("EXPORTER_PUBLIC_URL", "must not carry a query string or fragment")
     return text.rstrip("/")
+
+
+def _trace_url(text: str) -> str | None:
+    text = text.strip()
+    if not text:
+        return None
+    example = "e.g. http://tempo.example/trace/{trace_id}"
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError("EXPORTER_TRACE_URL", f"{text!r} must be an http(s) URL, {example}")
+    unknown = sorted(set(_PLACEHOLDER.findall(text)) - {TRACE_ID_PLACEHOLDER})
+    if unknown:
+        raise ConfigError(
+            "EXPORTER_TRACE_URL",
+            f"unknown placeholder {', '.join(unknown)}: {TRACE_ID_PLACEHOLDER} is the only one",
+        )
+    if TRACE_ID_PLACEHOLDER not in text:
+        raise ConfigError(
+            "EXPORTER_TRACE_URL",
+            f"must contain {TRACE_ID_PLACEHOLDER} where the id goes, {example}",
+        )
+    return text
 
 
 def _account_sid(text: str) -> str | None:

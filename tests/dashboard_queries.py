@@ -34,6 +34,11 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         "counter",
         frozenset({"status", "channel", "error_code", "country"}),
     ),
+    # Final statuses per sender (messaging service, else From), a bounded set of senders.
+    "twilio_sender_message_status_total": (
+        "counter",
+        frozenset({"sender", "status", "error_code", "channel"}),
+    ),
     "twilio_message_stage_duration_seconds": (
         "histogram",
         frozenset({"from_status", "to_status", "channel"}),

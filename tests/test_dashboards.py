@@ -400,3 +400,33 @@ def test_example_prometheus_config_is_valid_and_loads_the_rules() -> None:
     assert "rules found" in result.stdout
     config = yaml.safe_load((dq.DASHBOARDS / "prometheus.yml").read_text())
     assert config["scrape_configs"][0]["job_name"] == "twilio-status-exporter"
+
+
+OVERVIEW = "twilio-delivery-overview.json"
+
+
+def test_overview_breaks_delivery_and_failures_down_by_sender() -> None:
+    """Issue #15: delivery rate by sender, worst first and with its volume; top error codes
+    by sender. The ids of the panels that were there before do not move."""
+    ids = {p["title"]: p["id"] for p in dq.panels(dq.dashboards()[OVERVIEW])}
+    assert ids["Time to delivered p90 by channel"] == 20
+    assert (ids["Senders"], ids["Delivery rate by sender"], ids["Top error codes by sender"]) == (
+        21,
+        22,
+        23,
+    )
+    rate = _panel(OVERVIEW, "Delivery rate by sender")
+    assert rate["options"]["sortBy"] == [{"displayName": "Delivery rate", "desc": False}]
+    exprs = _exprs(rate)
+    assert "sum by (sender) (increase(twilio_sender_message_status_total" in exprs
+    assert "* 0" in exprs, "a sender without a delivered message must still be listed"
+    columns = rate["transformations"][1]["options"]["renameByName"].values()
+    assert {"Sender", "Delivery rate", "Finalized"} <= set(columns)
+    codes = _panel(OVERVIEW, "Top error codes by sender")
+    assert codes["options"]["sortBy"] == [{"displayName": "Messages", "desc": True}]
+    assert "sum by (sender, error_code)" in _exprs(codes)
+    assert {o["matcher"]["options"] for o in codes["fieldConfig"]["overrides"]} >= {
+        "Sender",
+        "Error code",
+        "Meaning",
+    }

@@ -25,6 +25,8 @@ def test_defaults_need_only_an_auth_token() -> None:
     assert settings.stale_after == 72 * 3600
     assert settings.max_body_bytes == 64 * 1024
     assert settings.redact_phone_numbers
+    assert settings.senders_max == 50
+    assert settings.trace_url is None and settings.trace_link("0" * 32) is None
 
 
 def test_missing_token_names_the_variable() -> None:
@@ -50,6 +52,10 @@ def test_insecure_skip_allows_no_token() -> None:
         ("EXPORTER_METRIC_TAGS", "bad-name"),
         ("EXPORTER_SQLITE_SYNCHRONOUS", "OFF"),
         ("TWILIO_ACCOUNT_SID", "SK123"),
+        ("EXPORTER_SENDERS_MAX", "-1"),
+        ("EXPORTER_SENDERS_MAX", "many"),
+        ("EXPORTER_TRACE_URL", "http://tempo.example/trace/"),
+        ("EXPORTER_TRACE_URL", "tempo.example/trace/{trace_id}"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, value: str) -> None:
@@ -57,6 +63,46 @@ def test_bad_values_name_their_variable(variable: str, value: str) -> None:
         Settings.from_env({"TWILIO_AUTH_TOKEN": "t", variable: value})
     assert raised.value.variable == variable
     assert str(raised.value).startswith(f"{variable}: ")
+
+
+def test_senders_max_of_zero_names_no_sender() -> None:
+    settings = Settings.from_env({"EXPORTER_SENDERS_MAX": "0"}, require_auth_token=False)
+    assert settings.senders_max == 0
+
+
+@pytest.mark.parametrize(
+    ("template", "link"),
+    [
+        ("http://tempo.example/trace/{trace_id}", "http://tempo.example/trace/4bf92f35"),
+        ("https://jaeger.example/trace/{trace_id}?uiFind={trace_id}",
+         "https://jaeger.example/trace/4bf92f35?uiFind=4bf92f35"),
+        # Grafana Explore carries JSON in its query: braces that are no placeholder stay.
+        ('https://grafana.example/explore?left={"queries":[{"query":"{trace_id}"}]}',
+         'https://grafana.example/explore?left={"queries":[{"query":"4bf92f35"}]}'),
+    ],
+)  # fmt: skip
+def test_trace_url_puts_the_trace_id_in_its_placeholder(template: str, link: str) -> None:
+    settings = Settings.from_env({"EXPORTER_TRACE_URL": template}, require_auth_token=False)
+    assert settings.trace_link("4bf92f35") == link
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("http://tempo.example/trace/", "must contain {trace_id}"),
+        ("http://tempo.example/trace/{traceId}", "unknown placeholder {traceId}"),
+        ("http://tempo.example/{span_id}/{trace_id}", "unknown placeholder {span_id}"),
+        ("tempo.example/trace/{trace_id}", "must be an http(s) URL"),
+    ],
+)
+def test_trace_url_without_its_placeholder_or_with_another_is_refused(
+    template: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"EXPORTER_TRACE_URL": template}, require_auth_token=False)
+    message = str(raised.value)
+    assert message.startswith("EXPORTER_TRACE_URL: ") and problem in message
+    assert "\n" not in message
 
 
 def test_repr_hides_tokens_and_store_password() -> None:

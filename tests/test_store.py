@@ -85,6 +85,18 @@ def test_first_sender_context_wins(store: Store) -> None:
     assert later.transition is not None and later.transition.started_at == T0
 
 
+def test_sender_is_kept_with_the_message(store: Store) -> None:
+    """twilio_sender_message_status_total counts a message's later statuses under the sender
+    its first callbacks named: the messaging service and From are read back from the store."""
+    service = sid("MG", 1)
+    store.record(make_event(1, "sent", T0, MessagingServiceSid=service, From="MyBrand"))
+    later = store.record(make_event(1, "delivered", T0 + 1, MessagingServiceSid="", From=""))
+    history = store.history(sid("SM", 1))
+    assert history is not None
+    for message in (later.message, history.message):
+        assert (message.messaging_service_sid, message.from_) == (service, "MyBrand")
+
+
 def test_event_time_orders_the_lifecycle_not_arrival(store: Store) -> None:
     # Event Streams events arrive late and unordered but say when each status happened.
     sent = replace(make_event(1, "sent", T0 + 60), source="event_stream", occurred_at=T0 + 2)

@@ -43,7 +43,7 @@ from exporter.telemetry.tracing import service_resource as make_resource
 from exporter.telemetry.tracing.export import RateLimitFilter
 from exporter.telemetry.tracing.outbox import ExportRequests, decode_span
 from exporter.telemetry.tracing.shipper import ExportFailed, SpanShipper
-from exporter.telemetry.tracing.spans import SCOPE, redact_number
+from exporter.telemetry.tracing.spans import SCOPE, message_trace_id, redact_number
 from exporter.web.app import Telemetry
 from tests.apps import inline_client
 from tests.otlp_receiver import (
@@ -277,6 +277,20 @@ def test_traceparent_puts_the_message_into_the_senders_trace(
         span = spans[f"twilio.message.{status}"]
         assert span.context.trace_id == sender_trace
         assert span.parent is not None and span.parent.span_id == span_id(message, "root")
+
+
+@pytest.mark.parametrize("query", ["", urlencode({"traceparent": TRACEPARENT})])
+def test_the_stored_message_names_the_trace_its_spans_are_in(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter, query: str
+) -> None:
+    """What `show` prints: the trace id read back from the record is the spans' own."""
+    message = sid("SM", 11)
+    callbacks.post(message, "sent", T0, query)
+    callbacks.post(message, "delivered", T0 + 1)
+    history = callbacks.store.history(message)
+    assert history is not None
+    trace_ids = {span.context.trace_id for span in span_exporter.get_finished_spans()}
+    assert trace_ids == {message_trace_id(history.message)}
 
 
 def test_stage_spans_carry_the_stage_and_the_root_the_message_context(

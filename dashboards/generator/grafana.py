@@ -249,10 +249,11 @@ def table(
     overrides: list[Json] | None = None,
     transformations: list[Json] | None = None,
     sort_by: str | None = None,
+    ascending: bool = False,
 ) -> Json:
     options: Json = {"showHeader": True, "frameIndex": 0, "cellHeight": "sm"}
     if sort_by:
-        options["sortBy"] = [{"displayName": sort_by, "desc": True}]
+        options["sortBy"] = [{"displayName": sort_by, "desc": not ascending}]
     return {
         "type": "table",
         "title": title,

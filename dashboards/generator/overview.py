@@ -1,4 +1,5 @@
-"""Twilio / Delivery overview: delivery rate vs baseline, volume, failures, time to delivered."""
+"""Twilio / Delivery overview: delivery rate vs baseline, volume, failures, senders, time to
+delivered."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from generator.grafana import (
     thresholds,
     timeseries,
     variables,
+    with_id,
 )
 
 # What each error code means, from the table the exporter's spans use (one source of truth).
@@ -42,6 +44,10 @@ ERROR_CODES: dict[str, str] = {
 }
 
 DELIVERED = f'{MSG}, status="delivered"'
+# twilio_sender_message_status_total has no country: the per-sender panels follow $channel only.
+SENDER_DELIVERED = f'{CHANNEL}, status="delivered"'
+SENDER_FINAL = f"{CHANNEL}, {FINAL}"
+SENDER_FAILED = f"{CHANNEL}, {FAILED}"
 # Delivery rate of the trailing 7 days, from the recording rules in dashboards/rules.
 BASELINE = (
     'sum(job:twilio_messages_delivered:rate1h_avg7d{job=~"$job"})\n/\n'
@@ -50,6 +56,9 @@ BASELINE = (
 TIME_TO_DELIVERED = thresholds((None, GREEN), (60, ORANGE), (300, RED))
 SOME_FAILED = thresholds((None, GREEN), (1, ORANGE))
 LATENCY_LINK = [dashboard_link("Callback lag & latency", LATENCY_UID)]
+# Panels added after the first release: fixed ids after the original 20, so that the ids of
+# the panels below them do not move.
+SENDERS_ROW_ID, RATE_BY_SENDER_ID, FAILURES_BY_SENDER_ID = 21, 22, 23
 
 
 def ratio(num: str, den: str, by: str = "") -> str:
@@ -63,6 +72,10 @@ def rate_of(selector: str) -> str:
 
 def increase_of(selector: str) -> str:
     return f"increase(twilio_message_status_total{{{selector}}}[$__range])"
+
+
+def sender_increase(selector: str) -> str:
+    return f"increase(twilio_sender_message_status_total{{{selector}}}[$__range])"
 
 
 def delivery_rate() -> Json:
@@ -294,17 +307,17 @@ def failures_by_code() -> Json:
     )
 
 
-def failures_with_meanings() -> Json:
-    # label_replace copies the code into a `meaning` column that value mappings translate.
-    expr = (
-        "label_replace(\n  sum by (error_code, status, channel) "
-        f"({increase_of(f'{MSG}, {FAILED}')}),\n"
-        '  "meaning", "$1", "error_code", "(.*)"\n) > 0'
-    )
+def with_meaning(expr: str) -> str:
+    """`expr` with its error_code copied into a `meaning` label, which the value mappings of
+    `meaning_mappings` translate; only what is above zero."""
+    return f'label_replace(\n  {expr},\n  "meaning", "$1", "error_code", "(.*)"\n) > 0'
+
+
+def meaning_mappings() -> list[Json]:
+    """What each error code means; any other five-digit code points to Twilio's page."""
     meanings = {
         code: {"text": text, "index": i} for i, (code, text) in enumerate(ERROR_CODES.items())
     }
-    known_codes = {"type": "value", "options": meanings}
     any_other_code = {
         "type": "regex",
         "options": {
@@ -312,11 +325,18 @@ def failures_with_meanings() -> Json:
             "result": {"text": "See Twilio's page for this code", "index": len(meanings)},
         },
     }
-    twilio_docs = {
-        "title": "Twilio: error ${__value.raw}",
-        "url": "https://www.twilio.com/docs/api/errors/${__value.raw}",
-        "targetBlank": True,
-    }
+    return [{"type": "value", "options": meanings}, any_other_code]
+
+
+TWILIO_DOCS = {
+    "title": "Twilio: error ${__value.raw}",
+    "url": "https://www.twilio.com/docs/api/errors/${__value.raw}",
+    "targetBlank": True,
+}
+
+
+def failures_with_meanings() -> Json:
+    expr = with_meaning(f"sum by (error_code, status, channel) ({increase_of(f'{MSG}, {FAILED}')})")
     columns = {"error_code": "Error code", "meaning": "Meaning", "status": "Status"}
     columns |= {"channel": "Channel", "Value": "Messages"}
     return table(
@@ -337,9 +357,101 @@ def failures_with_meanings() -> Json:
             }
         ],
         overrides=[
-            override("Error code", unit="string", links=[twilio_docs]),
-            override("Meaning", unit="string", mappings=[known_codes, any_other_code]),
+            override("Error code", unit="string", links=[TWILIO_DOCS]),
+            override("Meaning", unit="string", mappings=meaning_mappings()),
             override("Messages", decimals=0),
+        ],
+        sort_by="Messages",
+    )
+
+
+def rate_by_sender() -> Json:
+    finalized = f"sum by (sender) ({sender_increase(SENDER_FINAL)})"
+    delivered = f"sum by (sender) ({sender_increase(SENDER_DELIVERED)})"
+    failed = f"sum by (sender) ({sender_increase(SENDER_FAILED)})"
+    # A sender without a single delivered (or failed) message has no such series: `or` its
+    # finalized count times zero keeps it in the table at 0, so the worst sender never drops out.
+    rate = f"(\n  {delivered}\n  or\n  {finalized} * 0\n)\n/\n{finalized}"
+    failures = f"{failed}\nor\n{finalized} * 0"
+    return table(
+        "Delivery rate by sender",
+        "Per sender (the messaging service, else the From number or address): delivery rate "
+        "over the selected range, worst first, with the finalized and the undelivered + failed "
+        "messages, so a low rate on a handful of messages is told apart from a real problem. "
+        "For the selected channels (there is no country per sender). Senders past "
+        "EXPORTER_SENDERS_MAX are counted together as other.",
+        [
+            target(rate, "", "A", instant=True, fmt="table"),
+            target(finalized, "", "B", instant=True, fmt="table"),
+            target(failures, "", "C", instant=True, fmt="table"),
+        ],
+        "percentunit",
+        DELIVERY_RATE,
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        "sender": "Sender",
+                        "Value #A": "Delivery rate",
+                        "Value #B": "Finalized",
+                        "Value #C": "Undelivered + failed",
+                    },
+                },
+            },
+        ],
+        overrides=[
+            override("Sender", unit="string"),
+            override("Delivery rate", **{"custom.cellOptions": {"type": "color-text"}}),
+            override("Finalized", unit="short", decimals=0, thresholds=thresholds((None, GREEN))),
+            override("Undelivered + failed", unit="short", decimals=0, thresholds=SOME_FAILED),
+        ],
+        sort_by="Delivery rate",
+        ascending=True,
+    )
+
+
+def failures_by_sender() -> Json:
+    failures = f"sum by (sender, error_code) ({sender_increase(SENDER_FAILED)})"
+    finalized = f"sum by (sender) ({sender_increase(SENDER_FINAL)})"
+    share = f"{failures}\n/ on (sender) group_left ()\n{finalized}"
+    columns = {"sender": "Sender", "error_code": "Error code", "meaning": "Meaning"}
+    columns |= {"Value #A": "Messages", "Value #B": "Share of sender's finalized"}
+    return table(
+        "Top error codes by sender",
+        "Undelivered and failed messages in the selected range by sender and Twilio error "
+        "code, most first, with what the code means (click a code for Twilio's page) and the "
+        "share of that sender's finalized messages it cost. For the selected channels.",
+        [
+            target(with_meaning(failures), "", "A", instant=True, fmt="table"),
+            target(with_meaning(share), "", "B", instant=True, fmt="table"),
+        ],
+        "short",
+        SOME_FAILED,
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "indexByName": {name: i for i, name in enumerate(columns)},
+                    "renameByName": columns,
+                },
+            },
+        ],
+        overrides=[
+            override("Sender", unit="string"),
+            override("Error code", unit="string", links=[TWILIO_DOCS]),
+            override("Meaning", unit="string", mappings=meaning_mappings()),
+            override("Messages", decimals=0),
+            override(
+                "Share of sender's finalized",
+                unit="percentunit",
+                decimals=1,
+                thresholds=thresholds((None, GREEN), (0.01, ORANGE), (0.05, RED)),
+            ),
         ],
         sort_by="Messages",
     )
@@ -407,6 +519,11 @@ def build() -> Json:
             [(by_status(), 12, 8), (finalized_by_channel(), 12, 8)],
             [(row("Failures"), 24, 1)],
             [(failures_by_code(), 12, 9), (failures_with_meanings(), 12, 9)],
+            [(with_id(SENDERS_ROW_ID, row("Senders")), 24, 1)],
+            [
+                (with_id(RATE_BY_SENDER_ID, rate_by_sender()), 12, 9),
+                (with_id(FAILURES_BY_SENDER_ID, failures_by_sender()), 12, 9),
+            ],
             [(row("Time to delivered"), 24, 1)],
             [(time_to_delivered(), 12, 9), (time_to_delivered_heatmap(), 12, 9)],
             [(time_to_delivered_by_channel(), 24, 8)],
@@ -415,8 +532,8 @@ def build() -> Json:
     return dashboard(
         OVERVIEW_UID,
         "Twilio / Delivery overview",
-        "Delivery rate against its 7-day baseline, message volume, failures by error code and "
-        "time to delivered, from twilio-status-exporter.",
+        "Delivery rate against its 7-day baseline, message volume, failures by error code, "
+        "delivery and failures by sender, and time to delivered, from twilio-status-exporter.",
         panels,
         variables(CHANNEL_VAR, COUNTRY_VAR),
     )

@@ -147,8 +147,9 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, str]:
 def run_show(args: argparse.Namespace) -> int:
     from exporter.server.startup import fail, store_command_settings
     from exporter.store import StoreUnavailable, open_store
+    from exporter.telemetry.tracing.spans import message_trace_id
 
-    settings = store_command_settings(args.store)
+    settings = store_command_settings(args.store)  # EXPORTER_TRACE_URL checked here too
     try:
         history = open_store(settings.store_url).history(args.sid)
     except StoreUnavailable as ex:
@@ -157,11 +158,15 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"twilio-status-exporter: no message {args.sid} in the store", file=sys.stderr)
         return 1
     message = history.message
+    trace_id = f"{message_trace_id(message):032x}"
+    trace_url = settings.trace_link(trace_id)
     if args.json:
         print(
             json.dumps(
                 {
                     "message": {k: getattr(message, k) for k in message.__slots__},
+                    "trace_id": trace_id,
+                    "trace_url": trace_url,
                     "events": [{k: getattr(e, k) for k in e.__slots__} for e in history.events],
                 },
                 indent=2,
@@ -177,6 +182,7 @@ def run_show(args: argparse.Namespace) -> int:
         f"first seen {_time(message.first_seen_at)}  created {_time(message.created_at)}  "
         f"final {_time(message.final_at)}  stale {_time(message.stale_at)}"
     )
+    print(f"trace {trace_id}" + (f"  {trace_url}" if trace_url else ""))
     if message.tags:
         print("tags " + " ".join(f"{k}={v}" for k, v in sorted(message.tags.items())))
     print(f"{'received (UTC)':<26} {'status':<20} {'source':<12} {'error':<6} note")

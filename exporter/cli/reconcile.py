@@ -102,9 +102,10 @@ def _serve(
 
     store = _open_store(settings)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
-    # service's directory (same container) the service's /metrics merges them.
+    # service's directory (same container) the service's /metrics merges them, so they are
+    # configured as the service's are (tag labels, label value caps).
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics.for_settings(registry, settings)
     # Spans of polled updates are queued in the store, for the service's ingester to export.
     applier = Applier(store, metrics, span_outbox_from_env(settings, metrics.spans_dropped))
     try:

@@ -196,12 +196,7 @@ def main() -> int:
     configure_logging()
     multiprocess_values.install()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
-    metrics = Metrics(
-        CollectorRegistry(),
-        settings.metric_tags,
-        settings.metric_tag_values_max,
-        signature_validation=not settings.insecure_skip_signature,
-    )
+    metrics = Metrics.for_settings(CollectorRegistry(), settings)
     loop = IngesterLoop(settings, store, metrics)
 
     def stop(signum: int, frame: FrameType | None) -> None:

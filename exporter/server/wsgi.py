@@ -24,10 +24,5 @@ def build_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]
     multiprocess_values.install()
     store = open_store(settings.store_url, synchronous=settings.sqlite_synchronous)
     registry = CollectorRegistry()
-    metrics = Metrics(
-        registry,
-        settings.metric_tags,
-        settings.metric_tag_values_max,
-        signature_validation=not settings.insecure_skip_signature,
-    )
+    metrics = Metrics.for_settings(registry, settings)
     return create_app(settings, store, Telemetry(registry, metrics, settings.metrics_directory))

@@ -16,7 +16,9 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__, model
 from exporter.model import Backlog, MessageState, ReconcileTotals, Recorded, StatusEvent
+from exporter.settings import DEFAULT_SENDERS_MAX, Settings
 from exporter.telemetry.label_cache import LabelCache
+from exporter.telemetry.senders import SENDER_STATUSES, sender_value
 
 # Message lifecycles run from seconds (queued -> sent) to hours (a handset off for the night)
 # and Twilio gives up expecting a status after 72 h: 0.5 s up to 3 days.
@@ -48,9 +50,11 @@ class Metrics:
         metric_tags: Iterable[str] = (),
         tag_values_max: int = 50,
         signature_validation: bool = True,
+        senders_max: int = DEFAULT_SENDERS_MAX,
     ) -> None:
         self.metric_tags = tuple(metric_tags)
         self._tag_values = BoundedValues(tag_values_max)
+        self._senders = BoundedValues(senders_max)
         # Every labelled metric is reached through its LabelCache, the one place its children
         # are kept: no labels() checks and lock per update on the request path.
         self.callbacks = LabelCache(
@@ -84,6 +88,19 @@ class Metrics:
                     "country",
                     *(f"tag_{t}" for t in self.metric_tags),
                 ],
+                registry=registry,
+            )
+        )
+        # Its own metric rather than a label of twilio_message_status_total: a sender label
+        # there would multiply every status, channel, error code and country by the senders.
+        self.sender_status = LabelCache(
+            Counter(
+                "twilio_sender_message_status_total",
+                "Messages reaching a final status (delivered, undelivered, failed, canceled, "
+                "read) by sender: the messaging service SID, else the From address; senders "
+                "past EXPORTER_SENDERS_MAX, and values that are no sender address, are other. "
+                "Each (message, status) counted once.",
+                ["sender", "status", "error_code", "channel"],
                 registry=registry,
             )
         )
@@ -210,6 +227,17 @@ class Metrics:
             multiprocess_mode="min",
         ).set(1 if signature_validation else 0)
 
+    @classmethod
+    def for_settings(cls, registry: CollectorRegistry, settings: Settings) -> Metrics:
+        """The metrics as `settings` configure them: tag labels and the label value caps."""
+        return cls(
+            registry,
+            settings.metric_tags,
+            settings.metric_tag_values_max,
+            signature_validation=not settings.insecure_skip_signature,
+            senders_max=settings.senders_max,
+        )
+
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
         """The per-status metrics of one recorded event (a duplicate moves none of them)."""
         transition = recorded.transition
@@ -222,6 +250,9 @@ class Metrics:
         self.message_status(
             status, channel, event.error_code_label, event.country, *self._tags(recorded.message)
         ).inc()
+        if event.status in SENDER_STATUSES:
+            sender = self._sender(recorded.message)
+            self.sender_status(sender, status, event.error_code_label, channel).inc()
         if transition.from_status is not None:
             self.stage_duration(
                 model.status_label(transition.from_status), status, channel
@@ -243,10 +274,17 @@ class Metrics:
     def _tags(self, message: MessageState) -> list[str]:
         return [self._tag_values.label(t, message.tags.get(t, "")) for t in self.metric_tags]
 
+    def _sender(self, message: MessageState) -> str:
+        """The sender's label value: the first `senders_max` distinct senders of this process
+        by name, later ones `other`."""
+        sender = sender_value(message)
+        return sender if sender == model.OTHER else self._senders.label("sender", sender)
+
 
 class BoundedValues:
-    """Admits the first `limit` distinct values of each tag as label values; later ones are
-    `other`. Per process, so the bound on series is workers x limit per tag."""
+    """Admits the first `limit` distinct values of each label (a tag, the sender) as label
+    values; later ones are `other`. Per process, so the bound on series is the processes that
+    count x limit per label."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit

@@ -55,6 +55,11 @@ LIFECYCLES = [
     ("whatsapp:+5511987654321", "whatsapp", "failed", "63016"),
     ("+14155550100", "", "sent", ""),  # stays in flight
 ]
+# Senders: messages to GB go through a messaging service, WhatsApp ones from the WhatsApp
+# sender, the rest (and every Event Streams message) from callback_params' From number.
+SERVICE = sid("MG", 1)
+WHATSAPP_SENDER = "whatsapp:+14155238886"
+NUMBER_SENDER = "+14155550100"
 # The callbacks Twilio sends on the way to each final status.
 STATUSES_TO = {
     "delivered": ("queued", "sent", "delivered"),
@@ -109,7 +114,9 @@ def _callbacks(wave: int) -> Iterator[tuple[dict[str, str], bool]]:
         message = sid("SM", wave * 1000 + n)
         extra = {"To": to, **({"ChannelPrefix": prefix} if prefix else {})}
         if prefix:
-            extra["From"] = "whatsapp:+14155238886"
+            extra["From"] = WHATSAPP_SENDER
+        if to.startswith("+44"):
+            extra["MessagingServiceSid"] = SERVICE
         for status in STATUSES_TO[final]:
             form = callback_params(message, status, **extra)
             if status in {"undelivered", "failed"}:
@@ -361,6 +368,45 @@ def test_event_streams_figures_are_what_was_sent(run: Run) -> None:
         "invalid_signature": waves * 1,
     }
     assert sum(requests_.values()) == run.deliveries
+
+
+def test_per_sender_figures_name_each_sender(run: Run) -> None:
+    """What the Senders row shows: each final status under its sender (the messaging
+    service where the message had one, else From), each (message, status) once."""
+    waves = 2
+    finalized = _by_label(
+        run,
+        "sum by (sender) (twilio_sender_message_status_total"
+        f'{{job="{JOB}", status=~"delivered|undelivered|failed"}})',
+        "sender",
+    )
+    # From the number: 4 delivered, 1 undelivered, 1 failed per wave by callbacks (the
+    # out-of-order message included) and 4 delivered by Event Streams.
+    assert finalized == {
+        NUMBER_SENDER: waves * 10,
+        SERVICE: waves * 2,
+        WHATSAPP_SENDER: waves * 3,
+    }
+    codes = run.query(
+        "sum by (sender, error_code) (twilio_sender_message_status_total"
+        f'{{job="{JOB}", status=~"undelivered|failed"}})',
+        instant=True,
+    )
+    by_code = {
+        (s["metric"]["sender"], s["metric"]["error_code"]): float(s["value"][1]) for s in codes
+    }
+    assert by_code == {
+        (NUMBER_SENDER, "30007"): waves,
+        (NUMBER_SENDER, "30001"): waves,
+        (SERVICE, "30003"): waves,
+        (WHATSAPP_SENDER, "63016"): waves,
+    }
+    read = _by_label(
+        run,
+        f'sum by (sender) (twilio_sender_message_status_total{{job="{JOB}", status="read"}})',
+        "sender",
+    )
+    assert read == {WHATSAPP_SENDER: waves}
 
 
 def test_source_split_adds_up_to_every_recorded_status(run: Run) -> None:

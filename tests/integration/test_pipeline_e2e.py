@@ -3,6 +3,7 @@ SQLite file, the scraped /metrics, and a real Prometheus computing the delivery 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -157,6 +158,41 @@ def test_show_prints_the_recorded_lifecycle(service: Service, run_cli: Callable[
     service.post_callback(callback_params(sid("SM", 5), "sent"), query="tag.campaign=bf")
     service.post_callback(callback_params(sid("SM", 5), "delivered"))
     service.wait_applied()
-    output = run_cli("show", sid("SM", 5), "--store", service.store_url)
+    env = {**os.environ, "EXPORTER_TRACE_URL": "http://tempo.example/trace/{trace_id}"}
+    output = run_cli("show", sid("SM", 5), "--store", service.store_url, env=env)
     assert "status=delivered" in output and "campaign=bf" in output
     assert output.index(" sent ") < output.index(" delivered ")
+    trace_id = hashlib.sha256(b"twilio.message:" + sid("SM", 5).encode()).hexdigest()[:32]
+    assert f"trace {trace_id}  http://tempo.example/trace/{trace_id}" in output
+
+
+def test_final_statuses_are_counted_per_sender_up_to_the_cap(
+    service_factory: Callable[..., Service],
+) -> None:
+    service = service_factory(workers=2, env={"EXPORTER_SENDERS_MAX": "2"})
+    service_sid = sid("MG", 1)
+    senders = {
+        1: {"MessagingServiceSid": service_sid},  # wins over the From number
+        2: {"From": "+14155550102"},
+        3: {"From": "+14155550103"},  # the third sender: past the cap
+    }
+    for n, extra in senders.items():
+        for status in ("sent", "delivered", "delivered"):  # Twilio retried the last one
+            assert service.post_callback(callback_params(sid("SM", n), status, **extra)).ok
+    undelivered = callback_params(sid("SM", 4), "undelivered", ErrorCode="30007")
+    assert service.post_callback(undelivered).ok
+    service.wait_applied()
+    metrics = samples(service.metrics_text())
+
+    name = "twilio_sender_message_status_total"
+    assert value(metrics, name, sender=service_sid, status="delivered", channel="sms") == 1
+    assert value(metrics, name, sender="+14155550102", status="delivered") == 1
+    assert value(metrics, name, sender="other", status="delivered") == 1
+    # The fourth message's From is a sender of its own, past the cap too.
+    assert value(metrics, name, sender="other", status="undelivered", error_code="30007") == 1
+    assert value(metrics, name, status="sent") == 0
+    assert {dict(labels)["sender"] for (n, labels) in metrics if n == name} == {
+        service_sid,
+        "+14155550102",
+        "other",
+    }

@@ -56,6 +56,14 @@ def trace_id_for(message_sid: str) -> int:
     return int.from_bytes(digest[:16], "big")
 
 
+def message_trace_id(message: MessageState) -> int:
+    """The trace a message's spans are in: the sender's, when a callback URL carried a
+    traceparent (kept with the message), else the one derived from its MessageSid."""
+    if message.traceparent:  # validated when the callback was parsed
+        return int(message.traceparent[3:35], 16)
+    return trace_id_for(message.message_sid)
+
+
 def span_id_for(message_sid: str, stage: str) -> int:
     """First 8 bytes of SHA-256(MessageSid + ":" + stage); stage is `root` or the status."""
     digest = hashlib.sha256(f"{message_sid}:{stage}".encode()).digest()
@@ -93,13 +101,10 @@ class _Trace(NamedTuple):
 
 def _trace_of(message: MessageState) -> _Trace:
     sid = message.message_sid
-    traceparent = message.traceparent  # validated when the callback was parsed
+    trace_id = message_trace_id(message)
     parent = None
-    if traceparent:
-        trace_id = int(traceparent[3:35], 16)
-        parent = SpanContext(trace_id, int(traceparent[36:52], 16), True, SAMPLED)
-    else:
-        trace_id = trace_id_for(sid)
+    if message.traceparent:
+        parent = SpanContext(trace_id, int(message.traceparent[36:52], 16), True, SAMPLED)
     return _Trace(
         trace_id, SpanContext(trace_id, span_id_for(sid, ROOT_STAGE), False, SAMPLED), parent
     )
