@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import yaml
@@ -25,6 +26,13 @@ EXPECTED_UIDS = {
 }
 # Variables Grafana defines itself.
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range", "__url_time_range", "__value"}
+# The histograms whose buckets carry trace-id exemplars (SPEC section 7).
+EXEMPLAR_HISTOGRAMS = (
+    "twilio_message_stage_duration_seconds",
+    "twilio_message_time_to_status_seconds",
+    "twilio_callback_lag_seconds",
+)
+OVERVIEW = "twilio-delivery-overview.json"
 # Grafana unit ids (packages/grafana-data/src/valueFormats/categories.ts) used here.
 KNOWN_UNITS = {"percentunit", "short", "none", "s", "cps", "reqps", "ops", "string"}
 
@@ -239,6 +247,98 @@ def test_latency_panels_offer_exemplars_for_trace_links() -> None:
     ]
     assert quantile_targets
     assert all(t.get("exemplar") for t in quantile_targets)
+
+
+def test_every_percentile_and_heatmap_of_a_traced_histogram_asks_for_exemplars() -> None:
+    """The exporter attaches a trace_id exemplar to these histograms' buckets: every panel
+    built on them (percentiles and heatmaps, on any dashboard) shows the dots."""
+    seen = {name: 0 for name in EXEMPLAR_HISTOGRAMS}
+    kinds = set()
+    for name, dashboard in dq.dashboards().items():
+        for panel in dq.visual_panels(dashboard):
+            for target in panel["targets"]:
+                for histogram in EXEMPLAR_HISTOGRAMS:
+                    if f"{histogram}_bucket" in target["expr"]:
+                        assert target.get("exemplar") is True, f"{name} / {panel['title']}"
+                        seen[histogram] += 1
+                        kinds.add(panel["type"])
+    assert all(seen.values()), seen
+    assert {"timeseries", "heatmap"} <= kinds
+
+
+def _explore_pane(url: str) -> dict[str, Any]:
+    """The one Explore pane a data link opens, with Grafana's ${...} left in place."""
+    parts = urlsplit(url)
+    assert parts.path == "/explore"
+    params = parse_qs(parts.query)
+    assert params["schemaVersion"] == ["1"]
+    assert params["orgId"] == ["${__org}"]
+    # Grafana substitutes ${...} and percent-encodes what it inserts; the rest is encoded
+    # already, so decoding gives the JSON Explore reads.
+    (panes,) = params["panes"]
+    assert unquote(panes) == panes, "parse_qs decoded it once: nothing left encoded"
+    (pane,) = json.loads(panes).values()
+    return pane
+
+
+def test_error_code_panels_link_to_the_traces_with_that_code() -> None:
+    failures = {
+        panel["title"]: panel
+        for panel in dq.visual_panels(dq.dashboards()[OVERVIEW])
+        if panel["title"].startswith("Failures by error code")
+    }
+    (column,) = [
+        o
+        for o in failures["Failures by error code and meaning"]["fieldConfig"]["overrides"]
+        if o["matcher"]["options"] == "Error code"
+    ]
+    (table_links,) = [p["value"] for p in column["properties"] if p["id"] == "links"]
+    series_links = failures["Failures by error code"]["fieldConfig"]["defaults"]["links"]
+    for links, code in [
+        (table_links, "${__value.raw}"),
+        (series_links, "${__field.labels.error_code}"),
+    ]:
+        (link,) = [x for x in links if x["title"] == "Traces with this error code"]
+        pane = _explore_pane(link["url"])
+        assert pane["datasource"] == "${traces}"
+        (query,) = pane["queries"]
+        assert query["datasource"] == {"type": "tempo", "uid": "${traces}"}
+        assert query["queryType"] == "traceql"
+        assert query["query"] == f'{{ span.twilio.error_code = "{code}" }}'
+        assert pane["range"] == {"from": "${__from}", "to": "${__to}"}
+    # The attribute the search names is the one the exporter's spans carry.
+    spans = (dq.REPO / "exporter/telemetry/tracing/spans.py").read_text(encoding="utf-8")
+    assert '"twilio.error_code"' in spans
+
+
+def test_the_tracing_datasource_is_a_variable_defaulting_to_tempo() -> None:
+    variables = {v["name"]: v for v in dq.dashboards()[OVERVIEW]["templating"]["list"]}
+    traces = variables["traces"]
+    assert traces["type"] == "datasource"
+    assert traces["query"] == "tempo"
+    assert "current" not in traces, "Grafana picks the default Tempo, whatever it is called"
+
+
+def test_the_delivery_slo_panels_read_the_objective_from_the_rules() -> None:
+    panels = {p["title"]: p for p in dq.panels(dq.dashboards()[OVERVIEW])}
+    objective = panels["Delivery SLO objective"]
+    budget = panels["Error budget remaining (3 days)"]
+    burn = panels["Error budget burn rate"]
+    assert _exprs(objective).startswith("job:twilio_delivery_slo:objective{")
+    assert "job:twilio_delivery_errors:ratio_rate3d" in _exprs(budget)
+    assert "1 - job:twilio_delivery_slo:objective" in _exprs(budget)
+    for window in ("5m", "30m", "1h", "6h"):
+        assert f"job:twilio_delivery_errors:ratio_rate{window}" in _exprs(burn)
+    assert "/ on (job)" in _exprs(burn)
+    for panel in (objective, budget, burn):
+        assert "0.95" not in _exprs(panel), "the objective comes from the rules, never hard-coded"
+    assert budget["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    steps = [s["value"] for s in burn["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, 6, 14.4], "the alerts' burn rates, drawn as threshold lines"
+    # Added after the first release: ids of their own, the panels below keep theirs.
+    assert [panels[t]["id"] for t in ("Delivery SLO", "Delivery SLO objective")] == [40, 41]
+    assert panels["Volume"]["id"] == 11
+    assert panels["Time to delivered p90 by channel"]["id"] == 20
 
 
 def test_overview_explains_every_common_error_code() -> None:

@@ -342,3 +342,58 @@ def test_tempo_listens_where_the_collector_and_grafana_expect(compose: dict[str,
     assert any(
         v.endswith(":/etc/tempo/tempo.yaml:ro") for v in compose["services"]["tempo"]["volumes"]
     )
+
+
+# --- Grafana: exemplars to traces -----------------------------------------------------------
+
+TRACE_BACKENDS = {"tempo", "jaeger"}
+
+
+def grafana_datasources(compose: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every datasource Grafana provisions in the demo, from all the files it mounts there."""
+    sources: list[dict[str, Any]] = []
+    for volume in compose["services"]["grafana"]["volumes"]:
+        source, target = volume.split(":")[:2]
+        if target.startswith("/etc/grafana/provisioning/datasources"):
+            path = DEPLOY / source
+            for file in sorted(path.glob("*.yaml")) if path.is_dir() else [path]:
+                sources += yaml.safe_load(file.read_text())["datasources"]
+    return sources
+
+
+def test_every_provisioned_prometheus_links_exemplar_trace_ids_to_a_trace_backend(
+    compose: dict[str, Any],
+) -> None:
+    """The exporter's exemplars are {trace_id="..."}: each Prometheus datasource Grafana gets
+    maps that label to a Tempo or Jaeger datasource provisioned beside it (the files mounted
+    together must agree on the uids), and Prometheus stores exemplars at all."""
+    sources = grafana_datasources(compose)
+    uids = [source["uid"] for source in sources]
+    assert len(set(uids)) == len(uids), "two files provision the same uid"
+    by_uid = {source["uid"]: source for source in sources}
+    assert {by_uid[uid]["type"] for uid in by_uid} >= {"prometheus", *TRACE_BACKENDS}
+    linked = set()
+    for prometheus in (s for s in sources if s["type"] == "prometheus"):
+        assert prometheus["url"] == "http://prometheus:9090"
+        (destination,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+        assert destination["name"] == "trace_id"
+        linked.add(by_uid[destination["datasourceUid"]]["type"])
+    assert linked == TRACE_BACKENDS, "one Prometheus datasource per trace backend"
+    command = compose["services"]["prometheus"]["command"]
+    assert "--enable-feature=exemplar-storage" in command
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ROOT / "dashboards/provisioning/datasources/twilio-status-exporter.yaml",
+        DEPLOY / "grafana/jaeger-datasource.yaml",
+    ],
+    ids=lambda p: p.name,
+)
+def test_url_trace_links_in_provisioning_files_escape_grafanas_dollar(path: Path) -> None:
+    """Grafana's provisioning expands $NAME and ${NAME} from the environment: the data link
+    variable ${__value.raw} must be written $${__value.raw}, even in the documented example."""
+    text = path.read_text()
+    assert "${__value.raw}" in text, "document the url form for a trace UI outside Grafana"
+    assert not re.search(r"(?<!\$)\$\{__value\.raw\}", text)

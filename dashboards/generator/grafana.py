@@ -6,8 +6,11 @@ description, and validates against the panel plugin's schema from @grafana/schem
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 Json = dict[str, Any]
 
@@ -101,6 +104,41 @@ def dashboard_link(title: str, uid: str) -> Json:
     return {
         "title": title,
         "url": f"/d/{uid}?${{__url_time_range}}&${{datasource:queryparam}}&${{job:queryparam}}",
+    }
+
+
+# Grafana fills in `${...}` when a data link is clicked (percent-encoding what it inserts); the
+# rest of the URL must already be encoded, the `${...}` left as they are for Grafana to find.
+_LINK_VARIABLE = re.compile(r"(\$\{[^}]+\})")
+
+
+def _encode_around_variables(text: str) -> str:
+    return "".join(
+        part if _LINK_VARIABLE.fullmatch(part) else quote(part, safe="")
+        for part in _LINK_VARIABLE.split(text)
+    )
+
+
+def trace_search_link(title: str, traceql: str) -> Json:
+    """A data link to Grafana Explore running a TraceQL search on the `${traces}` datasource
+    over the dashboard's time range (Explore's URL format: schemaVersion 1, `panes`)."""
+    pane = {
+        "datasource": "${traces}",
+        "queries": [
+            {
+                "refId": "A",
+                "datasource": {"type": "tempo", "uid": "${traces}"},
+                "queryType": "traceql",
+                "query": traceql,
+            }
+        ],
+        "range": {"from": "${__from}", "to": "${__to}"},
+    }
+    panes = json.dumps({"trc": pane}, separators=(",", ":"))
+    return {
+        "title": title,
+        "url": f"/explore?schemaVersion=1&orgId=${{__org}}&panes={_encode_around_variables(panes)}",
+        "targetBlank": True,
     }
 
 
@@ -423,6 +461,23 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], tmpl: 
         "panels": panels,
     }
 
+
+# The tracing datasource the data links search (type tempo: TraceQL). A variable, so that the
+# links work after import whatever the datasource is called.
+TRACES_VAR: Json = {
+    "type": "datasource",
+    "name": "traces",
+    "label": "Traces",
+    "description": "The Tempo datasource that receives the exporter's spans; the "
+    "'Traces with this error code' links search it.",
+    "query": "tempo",
+    "refresh": 1,
+    "regex": "",
+    "hide": 0,
+    "multi": False,
+    "includeAll": False,
+    "options": [],
+}
 
 CHANNEL_VAR = query_variable(
     "channel",

@@ -4,6 +4,7 @@ delivered."""
 from __future__ import annotations
 
 from exporter.error_codes import ERRORS
+from generator import slo_rules
 from generator.grafana import (
     BLUE,
     CHANNEL,
@@ -20,6 +21,7 @@ from generator.grafana import (
     ORANGE,
     OVERVIEW_UID,
     RED,
+    TRACES_VAR,
     Json,
     dashboard,
     dashboard_link,
@@ -33,6 +35,7 @@ from generator.grafana import (
     target,
     thresholds,
     timeseries,
+    trace_search_link,
     variables,
     with_id,
 )
@@ -59,6 +62,16 @@ LATENCY_LINK = [dashboard_link("Callback lag & latency", LATENCY_UID)]
 # Panels added after the first release: fixed ids after the original 20, so that the ids of
 # the panels below them do not move.
 SENDERS_ROW_ID, RATE_BY_SENDER_ID, FAILURES_BY_SENDER_ID = 21, 22, 23
+# The span attribute that carries the error code (exporter/telemetry/tracing/spans.py): on the
+# failed or undelivered stage span and on the root span of a message that ended so.
+ERROR_CODE_ATTRIBUTE = "twilio.error_code"
+
+
+def traces_with_error_code(code: str) -> Json:
+    """A data link to the traces of the messages that failed with `code` (a link variable)."""
+    return trace_search_link(
+        "Traces with this error code", f'{{ span.{ERROR_CODE_ATTRIBUTE} = "{code}" }}'
+    )
 
 
 def ratio(num: str, den: str, by: str = "") -> str:
@@ -300,10 +313,12 @@ def failures_by_code() -> Json:
         "Failures by error code",
         "Undelivered and failed messages per second by Twilio error code. The "
         "table on the right says what each code means; 30007 (carrier filtering) "
-        "spiking is the classic.",
+        "spiking is the classic. Click a line for the traces of messages that failed "
+        "with its code (Traces variable: your Tempo).",
         [target(f"sum by (error_code) ({rate_of(f'{MSG}, {FAILED}')})", "{{error_code}}")],
         "cps",
         stack=True,
+        links=[traces_with_error_code("${__field.labels.error_code}")],
     )
 
 
@@ -342,7 +357,8 @@ def failures_with_meanings() -> Json:
     return table(
         "Failures by error code and meaning",
         "Undelivered and failed messages in the selected range by error code, "
-        "with what the code means (click a code for Twilio's page on it).",
+        "with what the code means. Click a code for Twilio's page on it, or for the "
+        "traces of the messages that failed with it (Traces variable: your Tempo).",
         [target(expr, "", instant=True, fmt="table")],
         "short",
         SOME_FAILED,
@@ -357,7 +373,11 @@ def failures_with_meanings() -> Json:
             }
         ],
         overrides=[
-            override("Error code", unit="string", links=[TWILIO_DOCS]),
+            override(
+                "Error code",
+                unit="string",
+                links=[TWILIO_DOCS, traces_with_error_code("${__value.raw}")],
+            ),
             override("Meaning", unit="string", mappings=meaning_mappings()),
             override("Messages", decimals=0),
         ],
@@ -443,7 +463,11 @@ def failures_by_sender() -> Json:
         ],
         overrides=[
             override("Sender", unit="string"),
-            override("Error code", unit="string", links=[TWILIO_DOCS]),
+            override(
+                "Error code",
+                unit="string",
+                links=[TWILIO_DOCS, traces_with_error_code("${__value.raw}")],
+            ),
             override("Meaning", unit="string", mappings=meaning_mappings()),
             override("Messages", decimals=0),
             override(
@@ -501,6 +525,77 @@ def time_to_delivered_by_channel() -> Json:
     )
 
 
+# The delivery SLO row, added after the first release: fixed ids in a block of their own, so
+# the panels below keep theirs and panels added elsewhere on this dashboard do not collide.
+SLO_ROW_ID, SLO_OBJECTIVE_ID, BUDGET_REMAINING_ID, BURN_RATE_ID = 40, 41, 42, 43
+# 1 - objective, per job, from the generated SLO rules: the dashboard never hard-codes it.
+ERROR_BUDGET = f"(1 - {slo_rules.OBJECTIVE_RECORD}{{{JOB}}})"
+BUDGET_LEFT = thresholds((None, RED), (0, ORANGE), (0.25, GREEN))
+BURN = thresholds((None, GREEN), (slo_rules.SLOW_BURN, ORANGE), (slo_rules.FAST_BURN, RED))
+
+
+def burn_rate_of(window: str) -> str:
+    """Errors over `window` as a multiple of the error budget (1: spent exactly as allowed)."""
+    return f"{slo_rules.error_ratio_record(window)}{{{JOB}}}\n/ on (job)\n{ERROR_BUDGET}"
+
+
+def slo_objective() -> Json:
+    return stat(
+        "Delivery SLO objective",
+        "Share of the finalized messages (delivered, undelivered, failed) that must be "
+        "delivered, as generated into the SLO rules (dashboards/generate.py "
+        "--slo-objective). The error budget is the rest.",
+        [target(f"{slo_rules.OBJECTIVE_RECORD}{{{JOB}}}", "{{job}}", instant=True)],
+        "percentunit",
+    )
+
+
+def error_budget_remaining() -> Json:
+    window = slo_rules.BUDGET_WINDOW
+    return stat(
+        "Error budget remaining (3 days)",
+        "Share of the trailing 3 days' error budget not yet spent: 1 - (undelivered + failed "
+        "share over 3 days) / (1 - objective). 100 %: nothing failed; 0: the 3 days failed "
+        "exactly as many messages as the objective allows; below 0: the objective was missed. "
+        "From the SLO recording rules in dashboards/rules.",
+        [target(f"1 - (\n{burn_rate_of(window)}\n)", "{{job}}")],
+        "percentunit",
+        BUDGET_LEFT,
+        graph=True,
+        decimals=1,
+    )
+
+
+def burn_rate() -> Json:
+    windows = (slo_rules.FAST_SHORT, slo_rules.SLOW_SHORT, slo_rules.FAST_LONG, slo_rules.SLOW_LONG)
+    return timeseries(
+        "Error budget burn rate",
+        "Undelivered + failed share over each window, as a multiple of the error budget "
+        "(1 - objective): 1 spends the budget exactly as fast as the objective allows. "
+        f"TwilioDeliveryErrorBudgetFastBurn pages when the 1h and 5m lines are both above "
+        f"{slo_rules.FAST_BURN:g} (red dashes); TwilioDeliveryErrorBudgetSlowBurn opens a "
+        f"ticket when the 6h and 30m lines are both above {slo_rules.SLOW_BURN:g} (orange).",
+        [
+            target(burn_rate_of(window), f"{{{{job}}}} {window}", ref)
+            for window, ref in zip(windows, "ABCD", strict=True)
+        ],
+        "none",
+        BURN,
+        line_thresholds=True,
+    )
+
+
+def slo_section() -> list[list[tuple[Json, int, int]]]:
+    return [
+        [(with_id(SLO_ROW_ID, row("Delivery SLO")), 24, 1)],
+        [
+            (with_id(SLO_OBJECTIVE_ID, slo_objective()), 4, 8),
+            (with_id(BUDGET_REMAINING_ID, error_budget_remaining()), 8, 8),
+            (with_id(BURN_RATE_ID, burn_rate()), 12, 8),
+        ],
+    ]
+
+
 def build() -> Json:
     panels = layout(
         [
@@ -515,6 +610,7 @@ def build() -> Json:
             ],
             [(rate_vs_baseline(), 24, 8)],
             [(rate_by_channel(), 12, 9), (rate_by_country(), 12, 9)],
+            *slo_section(),
             [(row("Volume"), 24, 1)],
             [(by_status(), 12, 8), (finalized_by_channel(), 12, 8)],
             [(row("Failures"), 24, 1)],
@@ -535,5 +631,5 @@ def build() -> Json:
         "Delivery rate against its 7-day baseline, message volume, failures by error code, "
         "delivery and failures by sender, and time to delivered, from twilio-status-exporter.",
         panels,
-        variables(CHANNEL_VAR, COUNTRY_VAR),
+        variables(CHANNEL_VAR, COUNTRY_VAR, TRACES_VAR),
     )

@@ -342,6 +342,27 @@ def test_recorded_delivery_rate_is_between_zero_and_one(run: Run) -> None:
     assert 0 < float(result[0]["value"][1]) < 1
 
 
+def test_the_generated_slo_rules_are_loaded_and_record_their_series(run: Run) -> None:
+    """The SLO rules file sits beside the hand-written one and is loaded with it; its recorded
+    series exist for the job, so the SLO row of the delivery overview has data."""
+    files = {Path(group["file"]).name for group in run.api("rules")["groups"]}
+    assert files == {path.name for path in dq.RULES.glob("*.rules.yaml")}
+    assert "twilio-status-exporter-slo.rules.yaml" in files
+
+    def recorded(name: str) -> float:
+        result = wait_for(
+            lambda: run.query(f'{name}{{job="{JOB}"}}', instant=True),
+            timeout=30,
+            what=f"the recording rule {name}",
+        )
+        return float(result[0]["value"][1])
+
+    assert recorded("job:twilio_delivery_slo:objective") == 0.95
+    for window in ("5m", "30m", "1h", "6h", "3d"):
+        # Both waves finalized delivered, undelivered and failed messages.
+        assert 0 < recorded(f"job:twilio_delivery_errors:ratio_rate{window}") < 1
+
+
 def _by_label(run: Run, expr: str, label: str) -> dict[str, float]:
     return {s["metric"][label]: float(s["value"][1]) for s in run.query(expr, instant=True)}
 
