@@ -97,14 +97,15 @@ def _serve(
     from prometheus_client import CollectorRegistry
 
     from exporter.ingest.applier import Applier
+    from exporter.telemetry.exemplars import Exemplars
     from exporter.telemetry.metrics import Metrics, ReconcileCollector
     from exporter.telemetry.tracing import span_outbox_from_env
 
     store = _open_store(settings)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
-    # service's directory (same container) the service's /metrics merges them.
+    # service's directory (same container) the service's /metrics merges them, exemplars too.
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
+    metrics = Metrics(registry, exemplars=Exemplars(settings.metrics_directory))
     # Spans of polled updates are queued in the store, for the service's ingester to export.
     applier = Applier(store, metrics, span_outbox_from_env(settings, metrics.spans_dropped))
     try:
@@ -121,6 +122,7 @@ def _serve(
         _loop(args, store, applier, api, every)
         return 0
     finally:
+        metrics.exemplars.save()
         store.close()
 
 
@@ -142,6 +144,7 @@ def _loop(
             _report(_reconciler(args, store, applier, api).run(), args.json)
         except StoreUnavailable as ex:
             log.warning("reconcile run skipped, store unavailable: %s", ex)
+        applier.metrics.exemplars.save()  # the run's last ones, not one interval later
         stop.wait(max(0.0, every - (time.monotonic() - started)))
 
 

@@ -27,6 +27,7 @@ from exporter.ingest.outcomes import Outcomes
 from exporter.server.sweeper import Sweeper
 from exporter.settings import Settings
 from exporter.store import Store, StoreUnavailable
+from exporter.telemetry.exemplars import Exemplars
 from exporter.telemetry.metrics import Metrics
 from exporter.telemetry.tracing import exporters_from_env, service_resource, span_outbox_from_env
 from exporter.telemetry.tracing.shipper import SpanShipper
@@ -102,9 +103,13 @@ class IngesterLoop:
                     log.error("ingester lost its lock (store connection lost): standing by")
                     return
                 if applied == 0:
+                    # What the last batches kept since the previous save (the applier saves
+                    # at most once a second, so the newest may still wait).
+                    self._metrics.exemplars.save_if_due()
                     self._stop.wait(IDLE_POLL)
         finally:
             self._metrics.ingester_leader.set(0)
+            self._metrics.exemplars.save()
             if shipper is not None:
                 shipper.stop()
 
@@ -201,6 +206,7 @@ def main() -> int:
         settings.metric_tags,
         settings.metric_tag_values_max,
         signature_validation=not settings.insecure_skip_signature,
+        exemplars=Exemplars(settings.metrics_directory),
     )
     loop = IngesterLoop(settings, store, metrics)
 

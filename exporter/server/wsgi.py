@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from exporter.settings import Settings
 from exporter.store import open_store
 from exporter.telemetry import multiprocess_values
+from exporter.telemetry.exemplars import Exemplars
 from exporter.telemetry.metrics import Metrics
 from exporter.web.app import Telemetry, create_app
 
@@ -29,5 +30,6 @@ def build_app(settings: Settings) -> falcon.App[falcon.Request, falcon.Response]
         settings.metric_tags,
         settings.metric_tag_values_max,
         signature_validation=not settings.insecure_skip_signature,
+        exemplars=Exemplars(settings.metrics_directory),
     )
     return create_app(settings, store, Telemetry(registry, metrics, settings.metrics_directory))
