@@ -147,7 +147,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, str]:
 def run_show(args: argparse.Namespace) -> int:
     from exporter.server.startup import fail, store_command_settings
     from exporter.store import StoreUnavailable, open_store
-    from exporter.telemetry.tracing.spans import message_trace_id
+    from exporter.telemetry.trace_ids import message_trace_id_hex
 
     settings = store_command_settings(args.store)  # EXPORTER_TRACE_URL checked here too
     try:
@@ -158,7 +158,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(f"twilio-status-exporter: no message {args.sid} in the store", file=sys.stderr)
         return 1
     message = history.message
-    trace_id = f"{message_trace_id(message):032x}"
+    trace_id = message_trace_id_hex(message)
     trace_url = settings.trace_link(trace_id)
     if args.json:
         print(

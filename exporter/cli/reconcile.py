@@ -103,7 +103,7 @@ def _serve(
     store = _open_store(settings)
     # Per-status metrics of polled updates land here; with PROMETHEUS_MULTIPROC_DIR set to the
     # service's directory (same container) the service's /metrics merges them, so they are
-    # configured as the service's are (tag labels, label value caps).
+    # configured as the service's are (tag labels, label value caps), exemplars too.
     registry = CollectorRegistry()
     metrics = Metrics.for_settings(registry, settings)
     # Spans of polled updates are queued in the store, for the service's ingester to export.
@@ -122,6 +122,7 @@ def _serve(
         _loop(args, store, applier, api, every)
         return 0
     finally:
+        metrics.exemplars.save()
         store.close()
 
 
@@ -143,6 +144,7 @@ def _loop(
             _report(_reconciler(args, store, applier, api).run(), args.json)
         except StoreUnavailable as ex:
             log.warning("reconcile run skipped, store unavailable: %s", ex)
+        applier.metrics.exemplars.save()  # the run's last ones, not one interval later
         stop.wait(max(0.0, every - (time.monotonic() - started)))
 
 

@@ -35,6 +35,9 @@ class Applier:
         recorded = self.store.record_all(events, consumed=consumed, spans=encode)
         for event, outcome in zip(events, recorded, strict=True):
             self._report(event, outcome)
+        # Where the scrape finds them (multiprocess mode), about once a second: once per
+        # batch at most, never per event.
+        self.metrics.exemplars.save_if_due()
         return recorded
 
     def _report(self, event: StatusEvent, recorded: Recorded) -> None:

@@ -102,9 +102,13 @@ class IngesterLoop:
                     log.error("ingester lost its lock (store connection lost): standing by")
                     return
                 if applied == 0:
+                    # What the last batches kept since the previous save (the applier saves
+                    # at most once a second, so the newest may still wait).
+                    self._metrics.exemplars.save_if_due()
                     self._stop.wait(IDLE_POLL)
         finally:
             self._metrics.ingester_leader.set(0)
+            self._metrics.exemplars.save()
             if shipper is not None:
                 shipper.stop()
 

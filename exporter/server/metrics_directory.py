@@ -34,10 +34,15 @@ def prepare() -> str:
 
 
 def clear(directory: str) -> None:
-    """Remove a previous run's worker files: they would be merged into every scrape."""
+    """Remove a previous run's worker files and exemplars: they would be merged into every
+    scrape."""
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.remove(os.path.join(directory, name))
+    # Imported here: importing this module must not import prometheus_client (see above).
+    from exporter.telemetry.exemplars import remove_files
+
+    remove_files(directory)
 
 
 def remove_if_created() -> None:

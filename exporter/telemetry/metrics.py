@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__, model
 from exporter.model import Backlog, MessageState, ReconcileTotals, Recorded, StatusEvent
 from exporter.settings import DEFAULT_SENDERS_MAX, Settings
+from exporter.telemetry.exemplars import Exemplars
 from exporter.telemetry.label_cache import LabelCache
 from exporter.telemetry.senders import SENDER_STATUSES, sender_value
 
@@ -42,7 +43,9 @@ OUTCOMES = ("accepted", "duplicate", "invalid_signature", "malformed", "error")
 
 
 class Metrics:
-    """The exporter's metrics, registered on the registry passed in (never the global one)."""
+    """The exporter's metrics, registered on the registry passed in (never the global one).
+    `exemplars` keeps the latency histograms' exemplars: in memory unless it is given a
+    multiprocess directory to save them in."""
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class Metrics:
         tag_values_max: int = 50,
         signature_validation: bool = True,
         senders_max: int = DEFAULT_SENDERS_MAX,
+        exemplars: Exemplars | None = None,
     ) -> None:
         self.metric_tags = tuple(metric_tags)
         self._tag_values = BoundedValues(tag_values_max)
@@ -104,33 +108,30 @@ class Metrics:
                 registry=registry,
             )
         )
-        self.stage_duration = LabelCache(
-            Histogram(
-                "twilio_message_stage_duration_seconds",
-                "Time between a message's consecutive recorded stages.",
-                ["from_status", "to_status", "channel"],
-                buckets=LIFECYCLE_BUCKETS,
-                registry=registry,
-            )
+        # The latency histograms name a trace per bucket (OpenMetrics exemplars): the message
+        # behind a spike is one click away.
+        self.exemplars = exemplars if exemplars is not None else Exemplars()
+        self.stage_duration = self.exemplars.histogram(
+            "twilio_message_stage_duration_seconds",
+            "Time between a message's consecutive recorded stages.",
+            ["from_status", "to_status", "channel"],
+            LIFECYCLE_BUCKETS,
+            registry,
         )
-        self.time_to_status = LabelCache(
-            Histogram(
-                "twilio_message_time_to_status_seconds",
-                "Time from the message's creation (or first sight) to reaching a status.",
-                ["status", "channel"],
-                buckets=LIFECYCLE_BUCKETS,
-                registry=registry,
-            )
+        self.time_to_status = self.exemplars.histogram(
+            "twilio_message_time_to_status_seconds",
+            "Time from the message's creation (or first sight) to reaching a status.",
+            ["status", "channel"],
+            LIFECYCLE_BUCKETS,
+            registry,
         )
-        self.callback_lag = LabelCache(
-            Histogram(
-                "twilio_callback_lag_seconds",
-                "Callback (or Event Streams event) arrival minus the event time Twilio reports: "
-                "the event's own timestamp, else RawDlrDoneDate (read as UTC, minute precision).",
-                ["status"],
-                buckets=LAG_BUCKETS,
-                registry=registry,
-            )
+        self.callback_lag = self.exemplars.histogram(
+            "twilio_callback_lag_seconds",
+            "Callback (or Event Streams event) arrival minus the event time Twilio reports: "
+            "the event's own timestamp, else RawDlrDoneDate (read as UTC, minute precision).",
+            ["status"],
+            LAG_BUCKETS,
+            registry,
         )
         self.request_duration = Histogram(
             "twilio_status_callback_request_duration_seconds",
@@ -229,13 +230,15 @@ class Metrics:
 
     @classmethod
     def for_settings(cls, registry: CollectorRegistry, settings: Settings) -> Metrics:
-        """The metrics as `settings` configure them: tag labels and the label value caps."""
+        """The metrics as `settings` configure them: tag labels, the label value caps, and
+        exemplars kept beside the metric files of the process (under gunicorn)."""
         return cls(
             registry,
             settings.metric_tags,
             settings.metric_tag_values_max,
             signature_validation=not settings.insecure_skip_signature,
             senders_max=settings.senders_max,
+            exemplars=Exemplars(settings.metrics_directory),
         )
 
     def record_outcome(self, event: StatusEvent, recorded: Recorded) -> None:
@@ -244,29 +247,36 @@ class Metrics:
         if transition is None:
             return
         status = event.status_label
-        channel = recorded.message.channel
+        message = recorded.message
+        channel = message.channel
         if transition.out_of_order:
             self.out_of_order(status).inc()
         self.message_status(
-            status, channel, event.error_code_label, event.country, *self._tags(recorded.message)
+            status, channel, event.error_code_label, event.country, *self._tags(message)
         ).inc()
         if event.status in SENDER_STATUSES:
             sender = self._sender(recorded.message)
             self.sender_status(sender, status, event.error_code_label, channel).inc()
+        # The histograms' exemplars name the message's trace whether or not spans are exported:
+        # its id is derived from the message, the one its spans carry wherever they go (a
+        # collector, the sender's trace through its traceparent); with tracing off a link
+        # from an exemplar finds nothing.
         if transition.from_status is not None:
-            self.stage_duration(
-                model.status_label(transition.from_status), status, channel
-            ).observe(max(0.0, transition.at - transition.started_at))
+            self.stage_duration.observe(
+                (model.status_label(transition.from_status), status, channel),
+                max(0.0, transition.at - transition.started_at),
+                message,
+            )
         # Without a creation time, a message's first status is its first sight: its
         # time-to-status would be a meaningless zero, so it is not observed.
-        if recorded.message.created_at is not None or not transition.first_sight:
-            self.time_to_status(status, channel).observe(
-                max(0.0, transition.at - recorded.message.origin)
+        if message.created_at is not None or not transition.first_sight:
+            self.time_to_status.observe(
+                (status, channel), max(0.0, transition.at - message.origin), message
             )
         reference = event.lag_reference
         if reference is not None:
             # Clock skew can put arrival a little before Twilio's time: clamp at zero.
-            self.callback_lag(status).observe(max(0.0, event.received_at - reference))
+            self.callback_lag.observe((status,), max(0.0, event.received_at - reference), message)
 
     def record_stale(self, message: MessageState) -> None:
         self.stale(model.status_label(message.status)).inc()

@@ -21,6 +21,7 @@ from exporter.ingest.intake import Intake
 from exporter.ingest.outcomes import Outcomes
 from exporter.settings import Settings
 from exporter.store import ReconcileStore, Store, StoreUnavailable
+from exporter.telemetry.exemplars import WithExemplars, attach, read_directory
 from exporter.telemetry.metrics import (
     BacklogCollector,
     InFlightCollector,
@@ -34,6 +35,7 @@ from exporter.web.webhook import store_unavailable, unexpected_error
 
 log = logging.getLogger(__name__)
 CALLBACK_ROUTE = "/twilio/status"
+OPENMETRICS = "application/openmetrics-text"
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,19 @@ class MetricsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         encoder, content_type = choose_encoder(req.get_header("Accept") or "")
         resp.content_type = content_type
-        resp.data = encoder(self._scrape_registry())
+        # Only OpenMetrics has exemplars: a text scrape does not read them at all.
+        exemplars = content_type.startswith(OPENMETRICS)
+        resp.data = encoder(self._scrape_registry(exemplars))
 
-    def _scrape_registry(self) -> CollectorRegistry:
+    def _scrape_registry(self, exemplars: bool) -> Collector:
         if self._telemetry.metrics_directory is None:
-            return self._telemetry.registry
+            registry = self._telemetry.registry
+            if not exemplars:
+                return registry
+            return WithExemplars(registry, self._telemetry.metrics.exemplars.latest)
         # Multiprocess recipe: a fresh registry per scrape merging every worker's files.
         registry = CollectorRegistry()
-        registry.register(WorkerFiles(self._worker_files))
+        registry.register(WorkerFiles(self._worker_files, exemplars=exemplars))
         for collector in self._store_collectors:
             registry.register(collector)
         return registry
@@ -105,15 +112,21 @@ class MetricsResource:
 class WorkerFiles(MultiProcessCollector):
     """Every process's metric files merged, as the library's collector does, less the files
     still empty: a process that has just created its file (or died right then) leaves it at
-    zero bytes for a moment, or for good, and the library fails the whole scrape on it."""
+    zero bytes for a moment, or for good, and the library fails the whole scrape on it.
+    With `exemplars`, the histograms' buckets carry the most recent exemplar any process
+    saved in the directory (the library's multiprocess mode keeps none)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, exemplars: bool = False) -> None:
         super().__init__(None, path)  # type: ignore[no-untyped-call]
+        self._exemplars = exemplars
 
     def collect(self) -> Iterable[Metric]:
         files = glob.glob(os.path.join(self._path, "*.db"))
         written = [name for name in files if _size(name) > 0]
-        return self.merge(written, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+        merged: Iterable[Metric] = self.merge(written, accumulate=True)  # type: ignore[no-untyped-call]
+        if self._exemplars:
+            return attach(merged, read_directory(self._path))
+        return merged
 
 
 def _size(path: str) -> int:

@@ -57,8 +57,10 @@ def start_prometheus(
     job: str = "twilio-status-exporter",
     rule_files: Iterable[Path] = (),
     scrape_interval: str = "1s",
+    flags: Iterable[str] = (),
 ) -> Prometheus:
-    """Start Prometheus scraping `targets` (host:port) every `scrape_interval`."""
+    """Start Prometheus scraping `targets` (host:port) every `scrape_interval`, with extra
+    command-line `flags` (e.g. `--enable-feature=exemplar-storage`)."""
     executable = shutil.which("prometheus")
     if executable is None:
         raise AssertionError("prometheus is not installed (apt-get install prometheus)")
@@ -79,6 +81,7 @@ def start_prometheus(
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp_path / f'tsdb-{port}'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                *flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 import requests
 
-from exporter.telemetry.tracing.spans import span_id_for, trace_id_for
+from exporter.telemetry.trace_ids import trace_id_for
+from exporter.telemetry.tracing.spans import span_id_for
 from tests.integration.service import Service
 from tests.integration.test_pipeline_e2e import lifecycle_traffic, samples, value
 from tests.otlp_receiver import OTLPReceiver

@@ -24,6 +24,7 @@ from opentelemetry.util.types import AttributeValue
 
 from exporter import __version__, error_codes, model
 from exporter.model import MessageState, Recorded, StatusEvent, Transition
+from exporter.telemetry.trace_ids import message_trace_id
 
 log = logging.getLogger(__name__)
 ROOT_SPAN = "twilio.message"
@@ -47,21 +48,6 @@ MESSAGING_SYSTEM = "messaging.system"
 MESSAGING_MESSAGE_ID = "messaging.message.id"
 
 Attributes = dict[str, AttributeValue]
-
-
-def trace_id_for(message_sid: str) -> int:
-    """First 16 bytes of SHA-256("twilio.message:" + MessageSid): every worker and replica
-    derives the same trace id, with no coordination."""
-    digest = hashlib.sha256(b"twilio.message:" + message_sid.encode()).digest()
-    return int.from_bytes(digest[:16], "big")
-
-
-def message_trace_id(message: MessageState) -> int:
-    """The trace a message's spans are in: the sender's, when a callback URL carried a
-    traceparent (kept with the message), else the one derived from its MessageSid."""
-    if message.traceparent:  # validated when the callback was parsed
-        return int(message.traceparent[3:35], 16)
-    return trace_id_for(message.message_sid)
 
 
 def span_id_for(message_sid: str, stage: str) -> int:
@@ -101,10 +87,11 @@ class _Trace(NamedTuple):
 
 def _trace_of(message: MessageState) -> _Trace:
     sid = message.message_sid
-    trace_id = message_trace_id(message)
+    trace_id = message_trace_id(message)  # the id the message's exemplars name too
+    traceparent = message.traceparent  # validated when the callback was parsed
     parent = None
-    if message.traceparent:
-        parent = SpanContext(trace_id, int(message.traceparent[36:52], 16), True, SAMPLED)
+    if traceparent:
+        parent = SpanContext(trace_id, int(traceparent[36:52], 16), True, SAMPLED)
     return _Trace(
         trace_id, SpanContext(trace_id, span_id_for(sid, ROOT_STAGE), False, SAMPLED), parent
     )
