@@ -387,22 +387,46 @@ def query_variable(name: str, label: str, query: str, description: str) -> Json:
     }
 
 
+def table_columns(
+    names: dict[str, str], *, merge: bool = False, ordered: bool = False
+) -> list[Json]:
+    """The transformations that give a table of instant queries its columns: `merge` joins
+    several queries' values into one row per series; Time is dropped; fields are renamed
+    (`names`: field -> column) and, when `ordered`, put in that order."""
+    options: Json = {"excludeByName": {"Time": True}}
+    if ordered:
+        options["indexByName"] = {name: i for i, name in enumerate(names)}
+    options["renameByName"] = names
+    organize: Json = {"id": "organize", "options": options}
+    return [{"id": "merge", "options": {}}, organize] if merge else [organize]
+
+
+def datasource_variable(name: str, label: str, kind: str, description: str) -> Json:
+    """A variable choosing a datasource of type `kind` (Grafana's default one at first)."""
+    return {
+        "type": "datasource",
+        "name": name,
+        "label": label,
+        "description": description,
+        "query": kind,
+        "refresh": 1,
+        "regex": "",
+        "hide": 0,
+        "multi": False,
+        "includeAll": False,
+        "options": [],
+    }
+
+
 def variables(*extra: Json) -> Json:
     return {
         "list": [
-            {
-                "type": "datasource",
-                "name": "datasource",
-                "label": "Data source",
-                "description": "The Prometheus that scrapes twilio-status-exporter.",
-                "query": "prometheus",
-                "refresh": 1,
-                "regex": "",
-                "hide": 0,
-                "multi": False,
-                "includeAll": False,
-                "options": [],
-            },
+            datasource_variable(
+                "datasource",
+                "Data source",
+                "prometheus",
+                "The Prometheus that scrapes twilio-status-exporter.",
+            ),
             query_variable(
                 "job",
                 "Job",
@@ -464,20 +488,13 @@ def dashboard(uid: str, title: str, description: str, panels: list[Json], tmpl: 
 
 # The tracing datasource the data links search (type tempo: TraceQL). A variable, so that the
 # links work after import whatever the datasource is called.
-TRACES_VAR: Json = {
-    "type": "datasource",
-    "name": "traces",
-    "label": "Traces",
-    "description": "The Tempo datasource that receives the exporter's spans; the "
-    "'Traces with this error code' links search it.",
-    "query": "tempo",
-    "refresh": 1,
-    "regex": "",
-    "hide": 0,
-    "multi": False,
-    "includeAll": False,
-    "options": [],
-}
+TRACES_VAR = datasource_variable(
+    "traces",
+    "Traces",
+    "tempo",
+    "The Tempo datasource that receives the exporter's spans; the 'Traces with this error "
+    "code' links search it.",
+)
 
 CHANNEL_VAR = query_variable(
     "channel",

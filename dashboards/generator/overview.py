@@ -32,6 +32,7 @@ from generator.grafana import (
     row,
     stat,
     table,
+    table_columns,
     target,
     thresholds,
     timeseries,
@@ -262,21 +263,15 @@ def rate_by_country() -> Json:
         ],
         "percentunit",
         DELIVERY_RATE,
-        transformations=[
-            {"id": "merge", "options": {}},
+        transformations=table_columns(
             {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        "country": "Country",
-                        "Value #A": "Delivery rate",
-                        "Value #B": "7-day baseline",
-                        "Value #C": "Finalized",
-                    },
-                },
+                "country": "Country",
+                "Value #A": "Delivery rate",
+                "Value #B": "7-day baseline",
+                "Value #C": "Finalized",
             },
-        ],
+            merge=True,
+        ),
         overrides=[
             override("Finalized", unit="short", decimals=0, thresholds=thresholds((None, GREEN))),
             override("Country", unit="string"),
@@ -362,16 +357,7 @@ def failures_with_meanings() -> Json:
         [target(expr, "", instant=True, fmt="table")],
         "short",
         SOME_FAILED,
-        transformations=[
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {name: i for i, name in enumerate(columns)},
-                    "renameByName": columns,
-                },
-            }
-        ],
+        transformations=table_columns(columns, ordered=True),
         overrides=[
             override(
                 "Error code",
@@ -407,21 +393,15 @@ def rate_by_sender() -> Json:
         ],
         "percentunit",
         DELIVERY_RATE,
-        transformations=[
-            {"id": "merge", "options": {}},
+        transformations=table_columns(
             {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        "sender": "Sender",
-                        "Value #A": "Delivery rate",
-                        "Value #B": "Finalized",
-                        "Value #C": "Undelivered + failed",
-                    },
-                },
+                "sender": "Sender",
+                "Value #A": "Delivery rate",
+                "Value #B": "Finalized",
+                "Value #C": "Undelivered + failed",
             },
-        ],
+            merge=True,
+        ),
         overrides=[
             override("Sender", unit="string"),
             override("Delivery rate", **{"custom.cellOptions": {"type": "color-text"}}),
@@ -450,17 +430,7 @@ def failures_by_sender() -> Json:
         ],
         "short",
         SOME_FAILED,
-        transformations=[
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "indexByName": {name: i for i, name in enumerate(columns)},
-                    "renameByName": columns,
-                },
-            },
-        ],
+        transformations=table_columns(columns, merge=True, ordered=True),
         overrides=[
             override("Sender", unit="string"),
             override(
