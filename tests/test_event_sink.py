@@ -8,13 +8,14 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import falcon.testing
 import pytest
 from prometheus_client import CollectorRegistry
 from twilio.request_validator import RequestValidator
 
-from exporter.model import InboxEntry, Recorded, StatusEvent
+from exporter.model import InboxEntry
 from exporter.settings import Settings
 from exporter.store import StoreUnavailable
 from exporter.store.sqlite import SQLiteStore
@@ -293,14 +294,13 @@ def test_a_delivery_is_applied_all_or_none(
 
         calls = 0
 
-        def _record_batch(
-            self, conn: sqlite3.Connection, events: Sequence[StatusEvent]
-        ) -> list[Recorded]:
-            recorded = super()._record_batch(conn, events)
+        def _write_batch(
+            self, conn: sqlite3.Connection, batch: Any, consumed: Sequence[int]
+        ) -> None:
+            super()._write_batch(conn, batch, consumed)
             self.calls += 1
             if self.calls == 1:
                 raise sqlite3.OperationalError("disk I/O error")
-            return recorded
 
     store = FailsAfterRecording(sqlite_store.path)
     client = falcon.testing.TestClient(create_app(settings, store, telemetry))

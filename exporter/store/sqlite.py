@@ -264,9 +264,19 @@ class SQLiteStore:
             known = _known(conn, message_sids)
             if batch is None or batch.known != known:
                 batch = _DecidedBatch(known, events, spans)
-            batch.write(conn, consumed)
+            self._write_batch(conn, batch, consumed)
         self._checkpoint_when_due()
         return batch.recorded
+
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: _DecidedBatch, consumed: Sequence[int]
+    ) -> None:
+        """Write what `batch` decided, remove the inbox entries it came from, queue its spans:
+        in the caller's transaction."""
+        conn.executemany(_INSERT_EVENT, batch.event_rows)
+        conn.executemany(_UPSERT_MESSAGE, batch.message_rows)
+        conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
+        _queue_spans(conn, batch.spans)
 
     def _checkpoint_when_due(self) -> None:
         """Copy the write-ahead log into the database every CHECKPOINT_INTERVAL, here, outside
@@ -582,14 +592,8 @@ class _DecidedBatch:
     ) -> None:
         self.known = known
         self.recorded, changed = apply_all(known, events)
-        self._event_rows, self._message_rows = written_rows(events, self.recorded, changed)
-        self._spans = spans(events, self.recorded) if spans is not None else ()
-
-    def write(self, conn: sqlite3.Connection, consumed: Sequence[int]) -> None:
-        conn.executemany(_INSERT_EVENT, self._event_rows)
-        conn.executemany(_UPSERT_MESSAGE, self._message_rows)
-        conn.executemany("DELETE FROM inbox WHERE id = ?", [(i,) for i in consumed])
-        _queue_spans(conn, self._spans)
+        self.event_rows, self.message_rows = written_rows(events, self.recorded, changed)
+        self.spans = spans(events, self.recorded) if spans is not None else ()
 
 
 def _queue_spans(conn: sqlite3.Connection, spans: Sequence[str]) -> None:
