@@ -3,13 +3,14 @@ across processes, lifecycle applied, stale sweep and retention."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -347,3 +348,29 @@ def test_sqlite_batch_decided_before_the_lock_is_decided_again_when_a_writer_cam
         ("delivered", T0 + 5),
     ]
     assert [encoded for _, encoded in ingester.unexported_spans(10)] == ["delivered:True"]
+
+
+def test_sqlite_checkpoint_that_fails_after_a_commit_does_not_fail_the_batch(
+    tmp_path: Path,
+) -> None:
+    """The WAL checkpoint runs after the batch committed: raising there would make the
+    ingester skip counting a batch that is recorded and gone from the inbox."""
+
+    class CheckpointFails(SQLiteStore):
+        @contextlib.contextmanager
+        def _read(self) -> Iterator[sqlite3.Connection]:
+            with super()._read() as conn:
+                yield FailingCheckpoints(conn)
+
+    class FailingCheckpoints:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if "wal_checkpoint" in sql:
+                raise StoreUnavailable("disk I/O error")
+            return self._conn.execute(sql, *args)
+
+    store = CheckpointFails(str(tmp_path / "x.db"))
+    assert store.record(make_event(1, "sent", T0)).transition is not None
+    assert store.record(make_event(1, "sent", T0 + 1)).duplicate  # the first one is recorded

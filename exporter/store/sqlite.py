@@ -288,8 +288,13 @@ class SQLiteStore:
         if now - self._checkpointed_at < CHECKPOINT_INTERVAL:
             return
         self._checkpointed_at = now
-        with self._read() as conn:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            with self._read() as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except StoreUnavailable as ex:
+            # The batch is committed: its caller must go on to count it. The next checkpoint
+            # (or SQLite's own) does this one's work.
+            log.warning("WAL checkpoint failed, retried in %.0f s: %s", CHECKPOINT_INTERVAL, ex)
 
     def in_flight_counts(self) -> Mapping[str, int]:
         with self._read() as conn:
