@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
+from exporter.cli import _serve_overrides, build_parser, main
 from exporter.inputs.callback_form import FormParams, parse_callback
+from exporter.settings import Settings
 from exporter.store import open_store
 from tests.support import callback_params, sid
 
@@ -129,3 +130,17 @@ def test_show_refuses_a_trace_url_without_its_placeholder(
     error = capsys.readouterr().err
     assert error.startswith("twilio-status-exporter: error: EXPORTER_TRACE_URL: ")
     assert error.count("\n") == 1
+
+
+def test_serve_flags_stand_for_their_variables() -> None:
+    """Every serve flag reaches the settings as the variable it names (a flag wins)."""
+    args = build_parser().parse_args(
+        ["serve", "--trace-url", "http://tempo.example/trace/{trace_id}", "--senders-max", "3"]
+    )
+    overrides = _serve_overrides(args)
+    assert overrides == {
+        "EXPORTER_TRACE_URL": "http://tempo.example/trace/{trace_id}",
+        "EXPORTER_SENDERS_MAX": "3",
+    }
+    settings = Settings.from_env({"TWILIO_AUTH_TOKEN": "t"}, overrides=overrides)
+    assert (settings.trace_url, settings.senders_max) == (overrides["EXPORTER_TRACE_URL"], 3)

@@ -28,6 +28,10 @@ SERVE_FLAGS = (
      "non-final messages go stale after this long (default 72h)"),
     ("--retention", "EXPORTER_RETENTION", "delete records older than this (default 90d, 0 = keep)"),
     ("--metric-tags", "EXPORTER_METRIC_TAGS", "tag names that become metric labels (comma list)"),
+    ("--senders-max", "EXPORTER_SENDERS_MAX",
+     "senders with a label value of their own in the per-sender counter (default 50)"),
+    ("--trace-url", "EXPORTER_TRACE_URL",
+     "a message's trace in your tracing UI, {trace_id} where the id goes"),
 )  # fmt: skip
 
 
