@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -133,6 +134,22 @@ def test_history_keeps_every_posted_parameter(store: Store) -> None:
     assert (event.source, event.error_code) == ("callback", "30007")
     assert history.message.error_code == "30007"
     assert store.history(sid("SM", 99)) is None
+
+
+def test_parameters_tags_and_batches_keep_every_character(store: Store) -> None:
+    """Quotes, backslashes, braces, commas, newlines and non-ASCII survive the store as posted
+    (PostgreSQL writes a batch's rows as arrays, whose text form escapes exactly these)."""
+    odd = "a \"quoted\", {braced} \\ back\\slash,\nnew line; ünï €, NULL, 'single'"
+    events = [
+        make_event(n, "sent", T0, query=f"tag.note={quote(odd)}", Body=odd, ErrorCode="")
+        for n in (1, 2)
+    ]
+    store.record_all(events)
+    for n in (1, 2):
+        history = store.history(sid("SM", n))
+        assert history is not None
+        assert history.events[0].params["Body"] == odd
+        assert history.message.tags == {"note": odd}
 
 
 def test_stale_sweep_claims_each_message_once(store: Store) -> None:
