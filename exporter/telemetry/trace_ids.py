@@ -17,11 +17,6 @@ def trace_id_hex_for(message_sid: str) -> str:
     return hashlib.sha256(b"twilio.message:" + message_sid.encode()).hexdigest()[:32]
 
 
-def trace_id_for(message_sid: str) -> int:
-    """`trace_id_hex_for` as a number, as OpenTelemetry takes it."""
-    return int(trace_id_hex_for(message_sid), 16)
-
-
 def message_trace_id_hex(message: MessageState) -> str:
     """The message's trace, as W3C and exemplars write it: the sender's, when a callback URL
     carried a `traceparent` (the message keeps the first one; lower-case hex, as parsing left

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import requests
 
-from exporter.telemetry.trace_ids import trace_id_for
+from exporter.telemetry.trace_ids import trace_id_hex_for
 from exporter.telemetry.tracing.spans import span_id_for
 from tests.integration.service import Service
 from tests.integration.test_pipeline_e2e import lifecycle_traffic, samples, value
@@ -99,7 +99,7 @@ def test_callbacks_of_one_message_on_both_replicas_make_one_trace(
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span.span_id)
     for message_sid, _ in callbacks:
-        trace = f"{trace_id_for(message_sid):032x}"
+        trace = trace_id_hex_for(message_sid)
         root = f"{span_id_for(message_sid, 'root'):016x}"
         # Root + one span per distinct status, whichever replica took each callback.
         assert len(by_trace[trace]) == 4 and len(set(by_trace[trace])) == 4
