@@ -1,4 +1,5 @@
-"""--profile: py-spy on one worker of the full service under wrk load, folded into top costs."""
+"""--profile: py-spy on one process of the full service under wrk load (a webhook worker, or
+the ingester with --profile-process ingester), folded into top costs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ IDLE_LEAVES = frozenset({"Condition.wait (threading.py)", "Event.wait (threading
 @dataclass(frozen=True)
 class Profile:
     seconds: float
+    process: str
     samples: int
     gil_samples: int
     wall_self: list[tuple[str, float]]  # leaf frames, sampled whenever the thread is not idle
@@ -25,8 +27,11 @@ class Profile:
     raw_paths: list[Path]
 
 
-def profile(ctx: Context, seconds: float, connections: int = 16, top: int = 20) -> Profile:
-    """py-spy on one worker of the full service under wrk load: a wall view and a GIL view."""
+def profile(
+    ctx: Context, seconds: float, process: str = "worker", connections: int = 16, top: int = 20
+) -> Profile:
+    """py-spy on one process of the full service under wrk load (`process`: "worker" or
+    "ingester"): a wall view and a GIL view."""
     server = ctx.start("service")
     wall, gil = ctx.workdir / "profile-wall.folded", ctx.workdir / "profile-gil.folded"
     try:
@@ -38,10 +43,11 @@ def profile(ctx: Context, seconds: float, connections: int = 16, top: int = 20) 
         )  # fmt: skip
         try:
             time.sleep(1.0)  # let the load reach steady state before sampling
-            worker = server.workers()[0]
+            pid = server.workers()[0] if process == "worker" else server.ingester()
+            assert pid is not None, f"no {process} process"
             for output, extra in ((wall, []), (gil, ["--gil"])):
                 subprocess.run(
-                    ["py-spy", "record", "--pid", str(worker), "--duration", f"{seconds:.0f}",
+                    ["py-spy", "record", "--pid", str(pid), "--duration", f"{seconds:.0f}",
                      "--rate", "200", "--format", "raw", "--output", str(output), *extra],
                     check=True, capture_output=True,
                 )  # fmt: skip
@@ -58,6 +64,7 @@ def profile(ctx: Context, seconds: float, connections: int = 16, top: int = 20) 
 
     return Profile(
         seconds,
+        process,
         wall_total,
         gil_total,
         share(wall_leaf, wall_total),
@@ -94,7 +101,7 @@ def _component(frame: str) -> str | None:
     checks = (
         ("exporter/gunicorn_worker", "gunicorn: HTTP parsing, socket write and close"),
         ("exporter/store", "exporter: store (SQLite)"),
-        ("exporter/tracing", "exporter: tracing (span building, export queue)"),
+        ("exporter/telemetry/tracing", "exporter: tracing (span building, outbox, shipper)"),
         ("exporter/", "exporter: callback handling, metrics, lifecycle"),
         ("gunicorn", "gunicorn: HTTP parsing, socket write and close"),
         ("falcon", "falcon"),

@@ -247,8 +247,9 @@ def long_run_section(result: LongRun) -> list[str]:
 
 def profile_section(result: Profile) -> list[str]:
     lines = [
-        f"py-spy on one worker, {result.seconds:.0f} s per view under wrk -c16 (`--keep` keeps "
-        f"the raw stacks). *Wall*: every sample of a non-idle thread ({result.samples:,}); time in "
+        f"py-spy on one {result.process} process, {result.seconds:.0f} s per view under wrk "
+        "-c16 (`--keep` keeps the raw stacks). *Wall*: every sample of a non-idle thread "
+        f"({result.samples:,}); time in "
         "a blocking call or waiting for the GIL counts. *GIL*: only samples holding the GIL "
         f"({result.gil_samples:,}), i.e. where the CPU goes.",
         "",

@@ -80,7 +80,13 @@ def parse_args() -> argparse.Namespace:
     add("--scrape-series", type=int, default=5_000, help="time series to build up for it (5000)")
     add("--skip", default="", help=f"comma list of parts to skip: {','.join(PARTS)}")
     add("--express-dir", type=Path, default=peers.DEFAULT_DIR, help="the Express peers' folder")
-    add("--profile", action="store_true", help="only profile one worker with py-spy")
+    add("--profile", action="store_true", help="only profile one process under load with py-spy")
+    add(
+        "--profile-process",
+        choices=("worker", "ingester"),
+        default="worker",
+        help="the process --profile samples (worker)",
+    )
     add("--profile-seconds", type=float, default=10.0, help="profile length (10)")
     add("--output", type=Path, help="Markdown file (default bench/results/<time>.md)")
     add("--keep", action="store_true", help="keep the working directory (logs, stores)")
@@ -141,7 +147,7 @@ def main() -> int:
             "",
         ]
         if args.profile:
-            result = profiling.profile(ctx, args.profile_seconds)
+            result = profiling.profile(ctx, args.profile_seconds, args.profile_process)
             lines += ["## Profile", "", *report.profile_section(result)]
             data["profile"] = asdict(result)
         else:

@@ -41,7 +41,7 @@ from exporter.telemetry.tracing import (
 )
 from exporter.telemetry.tracing import service_resource as make_resource
 from exporter.telemetry.tracing.export import RateLimitFilter
-from exporter.telemetry.tracing.outbox import ExportRequests, decode_span
+from exporter.telemetry.tracing.outbox import ExportRequests, decode_span, otlp_span
 from exporter.telemetry.tracing.shipper import ExportFailed, SpanShipper
 from exporter.telemetry.tracing.spans import SCOPE, message_trace_id, redact_number
 from exporter.web.app import Telemetry
@@ -507,6 +507,26 @@ def test_queued_spans_are_exported_exactly_as_the_sdk_encodes_them(
         key=lambda s: s.name,
     )
     assert decode_span(outbox.unexported_spans(1)[0][1]).name == "twilio.message.sent"
+
+
+def test_each_span_is_encoded_as_the_sdks_encoder_encodes_it(
+    callbacks: Callbacks, span_exporter: InMemorySpanExporter
+) -> None:
+    """The outbox fills OTLP messages itself (the SDK's encoder costs four times as much);
+    every kind of span MessageSpans builds comes out as the SDK's encoder makes it."""
+    first, second, third = sid("SM", 31), sid("SM", 32), sid("SM", 33)
+    tags = urlencode({"traceparent": TRACEPARENT, "tag.team": "growth", "created": T0 - 3})
+    callbacks.post(first, "queued", T0, query=tags, MessagingServiceSid=sid("MG", 1))
+    callbacks.post(first, "delivered", T0 + 3, NumSegments="2", RawDlrDoneDate="2311151234")
+    callbacks.post(first, "sent", T0 + 2)  # out of order
+    callbacks.post(second, "undelivered", T0, ErrorCode="30007", MCC="262", MNC="01")
+    callbacks.post(third, "failed", T0 + 1, To="whatsapp:+4915112345678")
+    callbacks.post(third, "no-such-status", T0 + 2)
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) == 9
+    for span in spans:
+        [expected] = encode_spans([span]).resource_spans[0].scope_spans[0].spans
+        assert otlp_span(span) == expected, span.name
 
 
 def test_spans_queued_as_json_by_an_earlier_release_are_still_exported(

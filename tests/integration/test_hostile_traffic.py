@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
@@ -57,6 +58,54 @@ def test_slow_and_silent_clients_do_not_hold_the_service(service: Service) -> No
     log = service.log()
     assert "Traceback" not in log
     assert "WORKER TIMEOUT" not in log
+
+
+def signed_head_and_body(service: Service, message_sid: str) -> bytes:
+    body, headers = signed_request(service.status_url, callback_params(message_sid, "sent"))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST /twilio/status HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):  # the worker closes after its answer
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_client_that_keeps_its_connection_open_does_not_hold_the_worker(
+    service_factory: Callable[..., Service],
+) -> None:
+    """After its answer a worker closes the connection at once when the request was read to
+    its end, instead of waiting for the client to close first (gunicorn's lingering close,
+    which holds a sync worker for up to two seconds per such client)."""
+    service = service_factory(workers=1)
+    idle = []
+    started = time.monotonic()
+    for n in range(3):  # clients that read their 200 and keep the connection open
+        conn = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+        idle.append(conn)
+        conn.sendall(signed_head_and_body(service, sid("SM", 10 + n)))
+        assert read_answer(conn).startswith(b"HTTP/1.1 200")
+    assert time.monotonic() - started < 1.5
+    for conn in idle:
+        conn.close()
+
+
+def test_a_client_that_sends_more_than_its_request_still_reads_its_answer(
+    service: Service,
+) -> None:
+    """Bytes past the request (a pipelined second request) make the worker linger as gunicorn
+    does, so closing never resets the connection before the answer is read."""
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as conn:
+        conn.sendall(signed_head_and_body(service, sid("SM", 20)) + b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(0.2)  # the answer is sent before this client reads anything
+        answer = read_answer(conn)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert stored_events(service) == 1
 
 
 def test_oversized_body_is_413_without_reading_it(service: Service) -> None:

@@ -1,7 +1,7 @@
 """Spans as the store keeps them until export: built when their event is applied, encoded
-once, by the SDK's own OTLP encoder, into the protobuf `Span` a collector receives, and queued
-(as base64 text) in the same transaction. The shipper puts queued spans into an export request
-as they are: no span is decoded or encoded twice.
+once into the protobuf `Span` a collector receives (opentelemetry-proto's own message), and
+queued (as base64 text) in the same transaction. The shipper puts queued spans into an export
+request as they are: no span is decoded or encoded twice.
 
 The store is the outbox: a span is queued with the event that produced it, so a collector
 that is down, or a process killed at any moment, delays spans and loses none. The resource
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanContext, Status, StatusCode
@@ -25,6 +26,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 from exporter.model import MessageState, Recorded, StatusEvent
 from exporter.telemetry.tracing.spans import KIND, SAMPLED, SCOPE, MessageSpans
 
+log = logging.getLogger(__name__)
 _EMPTY_RESOURCE = Resource({})
 
 
@@ -59,7 +61,7 @@ class SpanOutbox:
     def _take(self) -> list[str]:
         if not self._built:
             return []
-        encoded = [encode_span(span) for span in _otlp_spans(self._built)]
+        encoded = [encode_span(otlp_span(span)) for span in self._built]
         self._built.clear()
         return encoded
 
@@ -125,14 +127,55 @@ def decode_span(encoded: str) -> Span:
     return span
 
 
-def _otlp_spans(spans: Sequence[ReadableSpan]) -> list[Span]:
-    request = encode_spans(spans)
-    return [
-        span
-        for resource_spans in request.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-    ]
+# Our spans' kind, and their flags: the SDK's encoder says whether the parent is remote.
+_KIND = Span.SpanKind.SPAN_KIND_INTERNAL
+_LOCAL_PARENT = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_REMOTE_PARENT = _LOCAL_PARENT | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+
+
+def otlp_span(span: ReadableSpan) -> Span:
+    """One of our spans as OTLP: the message the SDK's encoder (`encode_spans`) makes of it,
+    field for field (a test holds the two equal), for the spans MessageSpans builds (internal,
+    no events, links or trace state, attributes of scalar values). That encoder groups spans
+    by resource, hashing the resource's JSON for every span, and converts each attribute
+    through a chain of calls: a quarter of the ingester's time; filling the message here
+    costs a quarter of the encoder's."""
+    context = span.context
+    encoded = Span(
+        trace_id=context.trace_id.to_bytes(16, "big"),
+        span_id=context.span_id.to_bytes(8, "big"),
+        name=span.name,
+        kind=_KIND,
+        start_time_unix_nano=span.start_time or 0,
+        end_time_unix_nano=span.end_time or 0,
+        flags=_LOCAL_PARENT,
+    )
+    parent = span.parent
+    if parent is not None:
+        encoded.parent_span_id = parent.span_id.to_bytes(8, "big")
+        if parent.is_remote:
+            encoded.flags = _REMOTE_PARENT
+    status = span.status
+    encoded.status.code = status.status_code.value  # type: ignore[assignment]  # same numbers
+    if status.description:
+        encoded.status.message = status.description
+    attributes = encoded.attributes
+    for key, value in (span.attributes or {}).items():
+        attribute = attributes.add()
+        attribute.key = key
+        kind = value.__class__
+        if kind is str:
+            attribute.value.string_value = value
+        elif kind is bool:
+            attribute.value.bool_value = value
+        elif kind is int:
+            attribute.value.int_value = value
+        elif kind is float:
+            attribute.value.double_value = value
+        else:  # none of ours; the SDK's encoder, too, leaves out what it cannot encode
+            log.warning("span attribute %s left out: %s values are not encoded", key, kind)
+            del attributes[-1]
+    return encoded
 
 
 def _from_json(encoded: str, resource: Resource) -> Span:
@@ -142,20 +185,17 @@ def _from_json(encoded: str, resource: Resource) -> Span:
     parent = None
     if fields["parent"] is not None:
         parent = SpanContext(trace_id, int(fields["parent"], 16), fields["parent_remote"], SAMPLED)
-    [span] = _otlp_spans(
-        [
-            ReadableSpan(
-                name=fields["name"],
-                context=SpanContext(trace_id, int(fields["span"], 16), False, SAMPLED),
-                parent=parent,
-                resource=resource,
-                attributes=fields["attributes"],
-                kind=KIND,
-                status=Status(StatusCode(fields["status"]), fields["description"]),
-                start_time=fields["start"],
-                end_time=fields["end"],
-                instrumentation_scope=SCOPE,
-            )
-        ]
+    return otlp_span(
+        ReadableSpan(
+            name=fields["name"],
+            context=SpanContext(trace_id, int(fields["span"], 16), False, SAMPLED),
+            parent=parent,
+            resource=resource,
+            attributes=fields["attributes"],
+            kind=KIND,
+            status=Status(StatusCode(fields["status"]), fields["description"]),
+            start_time=fields["start"],
+            end_time=fields["end"],
+            instrumentation_scope=SCOPE,
+        )
     )
-    return span
