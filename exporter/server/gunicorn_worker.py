@@ -9,7 +9,7 @@ of silence; the arbiter's `timeout` still bounds a client that trickles bytes.
 After each response the stock worker half-closes the connection and lingers, reading, until
 the client closes its side (`gunicorn.util.close_graceful`): that protects a response from the
 reset that closing with unread request bytes would cause, but it idles the worker for the
-client's round trip after every request (a third of its wall time under load). Like nginx's
+client's round trip after every request (much of its wall time under load). Like nginx's
 default `lingering_close on`, this worker lingers only when more bytes may come: a request
 read to the end of its Content-Length with nothing else received is closed at once.
 """

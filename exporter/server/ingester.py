@@ -33,6 +33,13 @@ from exporter.telemetry.tracing.shipper import SpanShipper
 
 log = logging.getLogger(__name__)
 IDLE_POLL = 0.05  # an empty inbox is looked at again after this long: the lag when idle
+# After a pass that found only a few entries, the next waits a moment for more to gather: a
+# batch costs a fixed part (reads, a commit, on PostgreSQL several round trips) whatever its
+# size, and every write transaction makes the webhook workers' appends wait (SQLite's write
+# lock). Under steady load this costs less CPU per callback on PostgreSQL and lowers the
+# answer latency's tail on SQLite (bench/results); the lag grows by at most the pause.
+GATHER_BELOW = 128
+GATHER_PAUSE = 0.02
 LEADERSHIP_POLL = 1.0  # a standby asks for the lock this often: the takeover delay
 STORE_RETRY = 1.0  # the store being down: try again after this long
 RESTART_DELAY = 1.0  # the master restarts an ingester that died after this long
@@ -101,6 +108,8 @@ class IngesterLoop:
                 if not still_held():
                     log.error("ingester lost its lock (store connection lost): standing by")
                     return
+                if 0 < applied < GATHER_BELOW:
+                    self._stop.wait(GATHER_PAUSE)
                 if applied == 0:
                     # What the last batches kept since the previous save (the applier saves
                     # at most once a second, so the newest may still wait).
