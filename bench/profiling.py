@@ -28,11 +28,16 @@ class Profile:
 
 
 def profile(
-    ctx: Context, seconds: float, process: str = "worker", connections: int = 16, top: int = 20
+    ctx: Context,
+    seconds: float,
+    process: str = "worker",
+    target: str = "service",
+    connections: int = 16,
+    top: int = 20,
 ) -> Profile:
-    """py-spy on one process of the full service under wrk load (`process`: "worker" or
-    "ingester"): a wall view and a GIL view."""
-    server = ctx.start("service")
+    """py-spy on one process of the full service (`target`: service or service-pg) under wrk
+    load (`process`: "worker" or "ingester"): a wall view and a GIL view."""
+    server = ctx.start(target)
     wall, gil = ctx.workdir / "profile-wall.folded", ctx.workdir / "profile-gil.folded"
     try:
         load = subprocess.Popen(

@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
         "--profile-process",
         choices=("worker", "ingester"),
         default="worker",
-        help="the process --profile samples (worker)",
+        help="the process --profile samples (worker); with --postgres, of service-pg",
     )
     add("--profile-seconds", type=float, default=10.0, help="profile length (10)")
     add("--output", type=Path, help="Markdown file (default bench/results/<time>.md)")
@@ -147,7 +147,12 @@ def main() -> int:
             "",
         ]
         if args.profile:
-            result = profiling.profile(ctx, args.profile_seconds, args.profile_process)
+            result = profiling.profile(
+                ctx,
+                args.profile_seconds,
+                args.profile_process,
+                "service-pg" if pg_url else "service",
+            )
             lines += ["## Profile", "", *report.profile_section(result)]
             data["profile"] = asdict(result)
         else:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from exporter.inputs.callback_form import FormParams, parse_callback
-from exporter.model import Recorded, StatusEvent
+from exporter.model import CALLBACK, EVENT_STREAM, InboxEntry, Recorded, StatusEvent
 from exporter.store import Store, StoreUnavailable, open_store
 from exporter.store.migrations import SchemaTooNew
 from exporter.store.sqlite import MIGRATIONS, SQLiteStore
@@ -32,6 +32,26 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def make_event(n: int, status: str, at: float, query: str = "", **extra: str) -> StatusEvent:
     params = callback_params(sid("SM", n), status, **extra)
     return parse_callback(FormParams({k: [v] for k, v in params.items()}), query, at)
+
+
+def test_appended_requests_come_back_exactly_as_posted_in_order(store: Store) -> None:
+    """The inbox keeps what was posted byte for byte (bodies need not be UTF-8: the door
+    refuses those, but the inbox must not be where they break) and the arrival time exactly."""
+    posted = [
+        InboxEntry(
+            CALLBACK, 1_733_000_000.123456789, b"MessageSid=SM1&Body=%E2%82%AC+\x00\xff", ""
+        ),
+        InboxEntry(
+            EVENT_STREAM, 1e-7, b'[{"data": "\\ \'q\' \xe2\x82\xac"}]', "a=%27b%27&t=\u00fc\n"
+        ),
+        InboxEntry(CALLBACK, 1_700_000_000.0, b"", "traceparent=00-x"),
+    ]
+    for entry in posted:
+        store.append(entry)
+    pending = store.pending(10)
+    assert [replace(entry, id=None) for entry in pending] == posted
+    assert [entry.id for entry in pending] == sorted(entry.id for entry in pending)
+    assert store.pending(2) == pending[:2]
 
 
 def test_first_event_creates_the_message(store: Store) -> None:
