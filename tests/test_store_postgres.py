@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
+from exporter.model import CALLBACK, InboxEntry
 from exporter.store import StoreUnavailable
 from exporter.store.migrations import SchemaTooNew
 from exporter.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore
@@ -175,6 +176,29 @@ def test_first_call_after_a_server_restart_succeeds_on_a_fresh_connection(
     postgres_server.start()
     assert not store.record(make_event(1, "delivered", T0 + 1)).duplicate  # no 503 needed
     store.check_writable()
+    store.close()
+
+
+def test_appends_prepare_their_statement_again_on_a_connection_that_lost_it(
+    postgres_url: str,
+) -> None:
+    """The append runs a statement prepared once per connection; a connection without it
+    (a new one, or one whose session was reset) prepares it on first use, and a real error
+    still comes out as StoreUnavailable, naming the problem."""
+    store = PostgresStore(postgres_url)
+    entry = InboxEntry(CALLBACK, T0, b"MessageSid=SM1&MessageStatus=sent", "")
+    store.append(entry)
+    store._run(lambda conn: conn.execute("DEALLOCATE ALL"))  # what a session reset does
+    store.append(entry)
+    assert [e.body for e in store.pending(10)] == [entry.body] * 2
+    store._run(lambda conn: conn.execute("ALTER TABLE inbox RENAME TO inbox_moved"))
+    try:
+        with pytest.raises(StoreUnavailable, match="inbox"):
+            store.append(entry)
+    finally:
+        store._run(lambda conn: conn.execute("ALTER TABLE inbox_moved RENAME TO inbox"))
+    store.append(entry)
+    assert len(store.pending(10)) == 3
     store.close()
 
 

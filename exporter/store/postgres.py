@@ -233,6 +233,8 @@ _UPSERT_MESSAGES = (
 _QUEUE_SPANS = "INSERT INTO span_outbox (queued_at, span) SELECT %s, unnest(%b::text[])"
 _HISTORY_EVENTS = for_psycopg(HISTORY_EVENTS)
 _APPEND_PQ = _numbered(APPEND)
+_APPEND_NAME = b"twilio_exporter_append"
+_UNDEFINED_PREPARED_STATEMENT = b"26000"  # invalid_sql_statement_name
 _APPEND_FORMATS = [pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY, pq.Format.TEXT]
 _PENDING = for_psycopg(PENDING)
 _UNEXPORTED_SPANS = for_psycopg(UNEXPORTED_SPANS)
@@ -539,10 +541,25 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
 def _append(conn: psycopg.Connection[Any], values: list[bytes]) -> None:
     """The request path's one statement, through psycopg's libpq layer (`pq`): every webhook
     request pays for it, and psycopg's cursor machinery (a cursor, a transformer, its
-    generators) costs more CPU than the round trip itself. The body goes as binary, the rest
-    as text the server parses into the columns' types."""
-    result = conn.pgconn.exec_params(_APPEND_PQ, values, None, _APPEND_FORMATS)
-    if result.status != pq.ExecStatus.COMMAND_OK:
+    generators) costs more CPU than the round trip itself. A statement prepared once per
+    connection (the server keeps it for the session; a connection that has not got it yet
+    prepares it on first use) spares the server parsing and planning each insert. The body
+    goes as binary, the rest as text the server parses into the columns' types."""
+    pgconn = conn.pgconn
+    result = pgconn.exec_prepared(_APPEND_NAME, values, _APPEND_FORMATS)
+    if _sqlstate(result) == _UNDEFINED_PREPARED_STATEMENT:
+        _check(conn, pgconn.prepare(_APPEND_NAME, _APPEND_PQ, None))
+        result = pgconn.exec_prepared(_APPEND_NAME, values, _APPEND_FORMATS)
+    _check(conn, result)
+
+
+def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
+    return result.error_field(pq.DiagnosticField.SQLSTATE)
+
+
+def _check(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> None:
+    """Raise a failed libpq result as the psycopg error psycopg itself would raise."""
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
         raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
 
