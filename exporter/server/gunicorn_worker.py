@@ -65,8 +65,7 @@ def close_unless_more_arrived(client: socket.socket) -> None:
         except BlockingIOError:
             pending = None  # nothing buffered: nothing to reset over
         if pending:
-            client.settimeout(CLIENT_READ_TIMEOUT)
-            return
+            return  # close_graceful sets its own timeout to drain
         client.close()  # close_graceful then finds the socket closed and returns
 
 

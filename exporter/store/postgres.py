@@ -76,6 +76,7 @@ from exporter.store.statements import (
     PENDING,
     PURGE_SPANS,
     UNEXPORTED_SPANS,
+    for_libpq,
     for_psycopg,
 )
 
@@ -218,12 +219,6 @@ def _insert_rows(table: str, columns: Sequence[str]) -> str:
     )
 
 
-def _numbered(statement: str) -> bytes:
-    """A statement's `?` placeholders as libpq's own, `$1, $2, ...`."""
-    first, *rest = statement.split("?")
-    return (first + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))).encode()
-
-
 _INSERT_EVENTS = _insert_rows("status_events", ("message_sid", *EVENT_COLUMNS))
 _UPSERT_MESSAGES = (
     _insert_rows("messages", (*MESSAGE_COLUMNS, "in_flight"))
@@ -232,7 +227,7 @@ _UPSERT_MESSAGES = (
 )
 _QUEUE_SPANS = "INSERT INTO span_outbox (queued_at, span) SELECT %s, unnest(%b::text[])"
 _HISTORY_EVENTS = for_psycopg(HISTORY_EVENTS)
-_APPEND_PQ = _numbered(APPEND)
+_APPEND_PQ = for_libpq(APPEND)
 _APPEND_NAME = b"twilio_exporter_append"
 _UNDEFINED_PREPARED_STATEMENT = b"26000"  # invalid_sql_statement_name
 _APPEND_FORMATS = [pq.Format.TEXT, pq.Format.TEXT, pq.Format.BINARY, pq.Format.TEXT]
@@ -559,7 +554,7 @@ def _sqlstate(result: pq.abc.PGresult) -> bytes | None:
 
 def _check(conn: psycopg.Connection[Any], result: pq.abc.PGresult) -> None:
     """Raise a failed libpq result as the psycopg error psycopg itself would raise."""
-    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+    if result.status != pq.ExecStatus.COMMAND_OK:
         raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
 
 

@@ -53,3 +53,10 @@ def for_psycopg(statement: str) -> str:
     """The statement with psycopg's `%s` placeholders (none of these texts holds a literal
     `?` or `%`)."""
     return statement.replace("?", "%s")
+
+
+def for_libpq(statement: str) -> bytes:
+    """The statement with libpq's own numbered placeholders, `$1, $2, ...`, as libpq takes it
+    (psycopg's `pq` layer, for the request path's append)."""
+    first, *rest = statement.split("?")
+    return (first + "".join(f"${n}{part}" for n, part in enumerate(rest, 1))).encode()

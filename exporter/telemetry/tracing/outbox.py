@@ -128,15 +128,15 @@ def decode_span(encoded: str) -> Span:
 
 
 # Our spans' kind, and their flags: the SDK's encoder says whether the parent is remote.
-_KIND = Span.SpanKind.SPAN_KIND_INTERNAL
+_KIND = Span.SpanKind.Value(f"SPAN_KIND_{KIND.name}")
 _LOCAL_PARENT = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _REMOTE_PARENT = _LOCAL_PARENT | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 
 
 def otlp_span(span: ReadableSpan) -> Span:
     """One of our spans as OTLP: the message the SDK's encoder (`encode_spans`) makes of it,
-    field for field (a test holds the two equal), for the spans MessageSpans builds (internal,
-    no events, links or trace state, attributes of scalar values). That encoder groups spans
+    field for field (a test holds the two equal), for the spans MessageSpans builds (of one
+    kind, no events, links or trace state, attributes of scalar values). That encoder groups spans
     by resource, hashing the resource's JSON for every span, and converts each attribute
     through a chain of calls: the largest part of the ingester's time (bench/results)."""
     context = span.context
