@@ -216,16 +216,25 @@ def start_service(
     return Server(name, port, process, log_path)
 
 
-def start_bare(port: int, workers: int, log_path: Path) -> Server:
-    """bench/bare_app.py under gunicorn with the service's worker settings."""
+def start_bare(
+    port: int,
+    workers: int,
+    log_path: Path,
+    app: str = "bare_app",
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """bench/bare_app.py (or another app of bench/) under gunicorn with the service's worker
+    settings."""
     command = [sys.executable, "-m", "gunicorn", "--chdir", str(BENCH_DIR)]
     command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     for setting, value in service_worker_settings().items():
         command += [f"--{setting.replace('_', '-')}", str(value)]
-    command += ["bare_app:app"]
+    command += [f"{app}:app"]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    return Server("bare", port, process, log_path)
+        process = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
+    return Server(app.removesuffix("_app"), port, process, log_path)
 
 
 @dataclass

@@ -12,11 +12,12 @@ from processes import Receiver, Server, start_bare, start_service
 
 SERVICES = ("service", "service-pg")
 PEERS = ("express", "express-validating")
-ALL = (*SERVICES, "bare", *PEERS)
+ALL = (*SERVICES, "bare", "floor", *PEERS)
 LABELS = {
     "service": "service (SQLite)",
     "service-pg": "service (PostgreSQL)",
     "bare": "bare Falcon",
+    "floor": "floor (validate + append)",
     "express": "Express plain",
     "express-validating": "Express validating",
 }
@@ -98,6 +99,10 @@ class Context:
             server.store_url = store_url
         elif target == "bare":
             server = start_bare(self.port, workers, log)
+        elif target == "floor":
+            db = str(self.workdir / f"floor-{run}.db")
+            env = {"BENCH_FLOOR_DB": db, "BENCH_FLOOR_TOKEN": self.token}
+            server = start_bare(self.port, workers, log, app="floor_app", env=env)
         elif target in PEERS:
             if self.express_dir is None:
                 raise RuntimeError(f"{target}: the Express peers are not installed")
