@@ -49,7 +49,8 @@ def parse_args() -> argparse.Namespace:
         epilog="targets: service = the exporter on SQLite; service-pg = on PostgreSQL (added by "
         "--postgres or --store-url); bare = bench/bare_app.py under the same gunicorn settings; "
         "floor = bench/floor_app.py, the same plus twilio's signature check and a SQLite commit "
-        "of the raw form (the least a handler that keeps a 200's promise does); express / express-validating = ../shared/peers/express server.js / "
+        "of the raw form (the least a handler that keeps a 200's promise does); "
+        "express / express-validating = ../shared/peers/express server.js / "
         "server_validating.js (npm-installed once into bench/.cache/). The service's rate is "
         "its completed rate: 2xx in the window / (window + drain until its ingest and span "
         "export backlogs are 0).",
