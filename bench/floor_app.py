@@ -13,37 +13,32 @@ from __future__ import annotations
 import hmac
 import os
 import sqlite3
-import threading
 
 import falcon
 from bare_app import Health
 from twilio.request_validator import RequestValidator
 
+from exporter.inputs.callback_form import FormParams
+
 _SCHEMA = "CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY, body BLOB, query TEXT)"
 
 
 class Inbox:
-    """One SQLite connection per process (workers fork after the app is imported)."""
+    """One SQLite connection per worker, opened on first use (gunicorn imports the app in each
+    worker, after the fork; a sync worker runs one request at a time)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._local = threading.local()
+        self._conn: sqlite3.Connection | None = None
 
     def append(self, body: bytes, query: str) -> None:
-        conn = getattr(self._local, "conn", None)
+        conn = self._conn
         if conn is None:
-            conn = self._local.conn = sqlite3.connect(self._path, isolation_level=None, timeout=30)
+            conn = self._conn = sqlite3.connect(self._path, isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(_SCHEMA)
         conn.execute("INSERT INTO inbox (body, query) VALUES (?, ?)", (body, query))
-
-
-class Form(dict[str, list[str]]):
-    """Lets RequestValidator read each parameter's values directly, as Flask's MultiDict does."""
-
-    def getall(self, name: str) -> list[str]:
-        return self[name]
 
 
 class StatusCallback:
@@ -54,7 +49,8 @@ class StatusCallback:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = req.bounded_stream.read()
         parsed = falcon.uri.parse_query_string(body.decode(), keep_blank=True, csv=False)
-        form = Form({k: v if isinstance(v, list) else [v] for k, v in parsed.items()})
+        # FormParams: the service's dict with `getall`, so RequestValidator reads values directly.
+        form = FormParams({k: v if isinstance(v, list) else [v] for k, v in parsed.items()})
         expected = self._validator.compute_signature(req.uri, form)
         signature = req.get_header("X-Twilio-Signature") or ""
         if not hmac.compare_digest(expected.encode(), signature.encode()):
